@@ -1,0 +1,39 @@
+# offline-recall: install, lint, test. The stack needs --ignore-requires-python (tfx declares
+# Requires-Python <3.11 though every compiled piece ships 3.11 wheels) and the exact pins in
+# constraints.txt.
+PYTHON ?= python3.11
+VENV := .venv
+PIP := $(VENV)/bin/pip
+PY := $(VENV)/bin/python
+# The machine's pip config lists local mirrors that may be absent; keep their warnings out.
+QUIET_PIP := 2>&1 | grep -v "^WARNING: Location" || true
+
+.PHONY: install lint format test test-fast e2e clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: setup.py constraints.txt requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -U pip wheel 'setuptools<70' $(QUIET_PIP)
+	$(PIP) install -q --ignore-requires-python -r requirements.txt -c constraints.txt $(QUIET_PIP)
+	$(PIP) install -q --ignore-requires-python --no-deps -e . $(QUIET_PIP)
+	$(PY) -c "import offline_recall.pipeline.cli, tfx, tensorflow_transform, faiss"
+	$(PIP) check
+	touch $@
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+test: install
+	$(VENV)/bin/pytest -q tests components
+
+test-fast: install
+	$(VENV)/bin/pytest -q -m "not e2e" tests components
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,154 @@
+"""Run configuration: defaults, a YAML/JSON file on top, then validation.
+
+Every hyperparameter a component needs reaches it through `custom_config`, as the section of this
+config that belongs to it, so the same values drive LocalDagRunner, Kubeflow and Airflow runs.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+from typing import Any
+
+import yaml
+
+DEFAULTS: dict[str, Any] = {
+    "pipeline_name": "offline-recall",
+    "ingest": {
+        # Ids longer than this many UTF-8 bytes are quarantined.
+        "max_id_bytes": 256,
+        # The run fails when quarantined / read rows exceeds this.
+        "max_bad_fraction": 0.01,
+        # Timestamps later than "now" plus this many seconds are quarantined as future.
+        "future_tolerance_seconds": 0,
+        # "now" for the future check, epoch seconds; null means the wall clock at run start.
+        "now": None,
+        # For a folder of daily YYYY-MM-DD/ spans: read only the newest N spans (null = all).
+        "max_spans": None,
+    },
+    "validation": {
+        # Fail the run when ExampleValidator reports anomalies against schema/.
+        "fail_on_anomalies": True,
+    },
+    "sequences": {
+        "max_history": 50,
+        # Users with at least this many events have their last event held out for evaluation.
+        "min_events_for_holdout": 3,
+    },
+    "transform": {
+        # Items seen fewer times than this in training map to OOV buckets.
+        "min_count": 1,
+        "num_oov_buckets": 1,
+    },
+    "trainer": {
+        "encoder": "mean_mlp",
+        "loss": "sampled_softmax",
+        "embedding_dim": 64,
+        "hidden_units": [128],
+        "num_sampled": 100,
+        "batch_size": 256,
+        "epochs": 10,
+        "learning_rate": 0.002,
+        "dropout": 0.1,
+        "l2": 0.0,
+        "seed": 42,
+    },
+    "recall": {
+        "top_n": 100,
+        "batch_size": 512,
+    },
+    "evaluate": {
+        "ks": [10, 50, 100],
+        # Blessing: the model must reach this HR@50 ...
+        "min_hr_at_50": 0.0,
+        # ... and at least this fraction of the popularity baseline's HR@50 ...
+        "min_ratio_to_popularity": 1.0,
+        # ... and lose no more than this fraction of the last published run's HR@50.
+        "max_regression": 0.10,
+    },
+    "publish": {
+        # Releases kept beside the one `published` points to.
+        "keep_releases": 2,
+    },
+    "synthetic": {
+        "seed": 7,
+        "num_users": 1500,
+        "num_items": 800,
+        "num_clusters": 20,
+        "mean_events_per_user": 30,
+    },
+}
+
+
+class ConfigError(ValueError):
+    """A config file or value breaks a rule; the message names the key."""
+
+
+def _merge(base: dict, override: dict, where: str) -> dict:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        path = f"{where}.{key}" if where else key
+        if key not in base:
+            raise ConfigError(f"unknown config key '{path}'")
+        if isinstance(base[key], dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key '{path}' must be a mapping, got {value!r}")
+            merged[key] = _merge(base[key], value, path)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _require(cond: bool, key: str, rule: str, value: Any) -> None:
+    if not cond:
+        raise ConfigError(f"config key '{key}' {rule}, got {value!r}")
+
+
+def validate(config: dict[str, Any]) -> dict[str, Any]:
+    """Checks the values that later stages rely on; raises ConfigError naming the key."""
+    ing, seq, tr = config["ingest"], config["sequences"], config["trainer"]
+    _require(isinstance(ing["max_id_bytes"], int) and ing["max_id_bytes"] > 0,
+             "ingest.max_id_bytes", "must be a positive integer", ing["max_id_bytes"])
+    _require(isinstance(ing["max_bad_fraction"], (int, float)) and 0 <= ing["max_bad_fraction"] <= 1,
+             "ingest.max_bad_fraction", "must be in [0, 1]", ing["max_bad_fraction"])
+    _require(isinstance(seq["max_history"], int) and seq["max_history"] >= 1,
+             "sequences.max_history", "must be an integer >= 1", seq["max_history"])
+    _require(isinstance(seq["min_events_for_holdout"], int) and seq["min_events_for_holdout"] >= 2,
+             "sequences.min_events_for_holdout", "must be an integer >= 2",
+             seq["min_events_for_holdout"])
+    _require(config["transform"]["min_count"] >= 1, "transform.min_count", "must be >= 1",
+             config["transform"]["min_count"])
+    _require(config["transform"]["num_oov_buckets"] >= 1, "transform.num_oov_buckets",
+             "must be >= 1", config["transform"]["num_oov_buckets"])
+    _require(tr["encoder"] in ("mean_mlp",), "trainer.encoder", "must be one of ['mean_mlp']",
+             tr["encoder"])
+    _require(tr["loss"] in ("sampled_softmax", "nce"), "trainer.loss",
+             "must be one of ['sampled_softmax', 'nce']", tr["loss"])
+    for key in ("embedding_dim", "num_sampled", "batch_size", "epochs"):
+        _require(isinstance(tr[key], int) and tr[key] >= 1, f"trainer.{key}",
+                 "must be an integer >= 1", tr[key])
+    _require(isinstance(config["recall"]["top_n"], int) and config["recall"]["top_n"] >= 1,
+             "recall.top_n", "must be an integer >= 1", config["recall"]["top_n"])
+    return config
+
+
+def load(path: str | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Returns DEFAULTS, overlaid with the YAML/JSON file at `path` and then `overrides`."""
+    config = copy.deepcopy(DEFAULTS)
+    if path:
+        if not os.path.isfile(path):
+            raise ConfigError(f"config file not found: {path}")
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        try:
+            loaded = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+        except (json.JSONDecodeError, yaml.YAMLError) as e:
+            raise ConfigError(f"{path}: not valid {'JSON' if path.endswith('.json') else 'YAML'}: {e}") from e
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+        config = _merge(config, loaded, "")
+    if overrides:
+        config = _merge(config, overrides, "")
+    return validate(config)
