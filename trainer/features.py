@@ -3,14 +3,16 @@
 Ingest, sequences, transform, trainer, recall and publish import these constants; nobody spells a
 name twice.
 
-Ids are carried as raw UTF-8 bytes through ingest. From the sequences stage on they are carried as
-*vocabulary keys*: `tft.vocabulary` writes newline-delimited files and drops tokens that hold a
-newline, so an id is percent-encoded into a key made only of printable ASCII without spaces
-(`encode_id`), and decoded back byte for byte when results are published (`decode_id`).
+Ids are carried as their raw UTF-8 bytes in every Examples artifact, so the serving model takes
+ids exactly as a caller has them. Vocabulary files, though, are newline-delimited and
+`tft.vocabulary` drops tokens that hold a newline, so inside the Transform graph an id becomes a
+*vocabulary key*: its web-safe base64 without padding (`tf.io.encode_base64(ids, pad=False)`,
+mirrored here by `encode_id`). Keys are decoded back byte for byte when results are published
+(`decode_id`).
 """
 from __future__ import annotations
 
-import urllib.parse
+import base64
 
 # --- Ingest: one tf.Example per click (the `Examples` artifact ingest emits). ---
 USER_ID = "user_id"
@@ -42,26 +44,23 @@ SOFTMAX_KERNEL = "softmax/kernel"  # [num_classes, embedding_dim]
 SOFTMAX_BIAS = "softmax/bias"  # [num_classes]
 ITEM_VECTORS_DIR = "item_vectors"  # inside the Model artifact, beside Format-Serving.
 
-# Printable ASCII except space and '%': every other byte is percent-encoded.
-_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%")
-
 
 def encode_id(raw: bytes | str) -> bytes:
-    """Returns a vocabulary-safe key for an id: no whitespace, no newline, never empty.
+    """Returns the vocabulary key of an id, as `tf.io.encode_base64(raw, pad=False)` computes it.
 
     Args:
         raw: the id as it arrived (bytes, or str encoded as UTF-8).
 
     Returns:
-        ASCII bytes; `decode_id(encode_id(x)) == x` for every byte string x.
+        ASCII bytes from [A-Za-z0-9_-]; `decode_id(encode_id(x)) == x` for every byte string x.
     """
     if isinstance(raw, str):
         raw = raw.encode("utf-8")
-    return urllib.parse.quote_from_bytes(raw, safe=_SAFE).encode("ascii")
+    return base64.urlsafe_b64encode(raw).rstrip(b"=")
 
 
 def decode_id(key: bytes | str) -> bytes:
     """Inverse of `encode_id`: returns the original id bytes."""
-    if isinstance(key, bytes):
-        key = key.decode("ascii")
-    return urllib.parse.unquote_to_bytes(key)
+    if isinstance(key, str):
+        key = key.encode("ascii")
+    return base64.urlsafe_b64decode(key + b"=" * (-len(key) % 4))

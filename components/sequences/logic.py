@@ -1,0 +1,183 @@
+"""Per-user, time-ordered histories turned into train / eval / serving examples (pure Beam).
+
+For a user with events e_0..e_{n-1}, ordered by (timestamp, input order):
+- if n >= min_events_for_holdout, e_{n-1} is held out: it becomes the user's `eval` example
+  (history e_0..e_{n-2}, visited = their items), and training sees only e_0..e_{n-2};
+- every training event e_i becomes one `train` example: history e_{max(0,i-H)}..e_{i-1} -> e_i,
+  including e_0 with an empty history, so the label counts are exactly the training item counts
+  that the frequency-sorted vocabulary is built from;
+- the `serving` example holds the full history (held-out event included) and every visited item.
+
+Item ids stay raw bytes here; the Transform graph maps them to vocabulary keys.
+"""
+from __future__ import annotations
+
+import collections
+from typing import Iterable, Iterator
+
+import apache_beam as beam
+import tensorflow as tf
+
+from offline_recall.components import common
+from offline_recall.trainer import features as F
+
+Event = tuple[int, int, bytes]  # (timestamp, input_order, item_id)
+
+
+def parse_click(serialized: bytes) -> tuple[bytes, Event]:
+    """Returns (user_id, (timestamp, input_order, item_id)) from an ingest tf.Example."""
+    example = tf.train.Example.FromString(serialized)
+    user = common.bytes_values(example, F.USER_ID)[0]
+    item = common.bytes_values(example, F.ITEM_ID)[0]
+    timestamp = common.int_values(example, F.TIMESTAMP)[0]
+    order = common.int_values(example, F.INPUT_ORDER)[0]
+    return user, (timestamp, order, item)
+
+
+def unique_in_order(items: Iterable[bytes]) -> list[bytes]:
+    """Returns the distinct items in first-seen order (a stable visited set)."""
+    return list(dict.fromkeys(items))
+
+
+def build_user_examples(
+    user: bytes, events: Iterable[Event], max_history: int, min_events_for_holdout: int
+) -> Iterator[tuple[str, tf.train.Example]]:
+    """Yields (split, example) for one user.
+
+    Args:
+        user: the raw user id.
+        events: the user's clicks, in any order.
+        max_history: the most recent items a history keeps.
+        min_events_for_holdout: users with at least this many events get an eval example.
+
+    Yields:
+        ("train", ex) per training event, ("eval", ex) at most once, ("serving", ex) once.
+    """
+    items = [item for _, _, item in sorted(events)]
+    holdout = len(items) >= min_events_for_holdout
+    train_items = items[:-1] if holdout else items
+
+    for i, label in enumerate(train_items):
+        history = train_items[max(0, i - max_history) : i]
+        yield F.TRAIN_SPLIT, common.make_example(
+            {F.USER_ID: [user], F.HISTORY: history, F.LABEL: [label], F.VISITED: []}
+        )
+    if holdout:
+        yield F.EVAL_SPLIT, common.make_example(
+            {
+                F.USER_ID: [user],
+                F.HISTORY: train_items[-max_history:],
+                F.LABEL: [items[-1]],
+                F.VISITED: unique_in_order(train_items),
+            }
+        )
+    yield F.SERVING_SPLIT, common.make_example(
+        {
+            F.USER_ID: [user],
+            F.HISTORY: items[-max_history:],
+            F.LABEL: [],
+            F.VISITED: unique_in_order(items),
+        }
+    )
+
+
+class BuildUserExamplesFn(beam.DoFn):
+    """Tags each user's examples by split and counts users, holdouts and examples."""
+
+    def __init__(self, max_history: int, min_events_for_holdout: int):
+        self._max_history = max_history
+        self._min_events = min_events_for_holdout
+        self._users = beam.metrics.Metrics.counter("sequences", "users")
+        self._holdout_users = beam.metrics.Metrics.counter("sequences", "users_with_holdout")
+
+    def process(self, user_events: tuple[bytes, Iterable[Event]]):
+        user, events = user_events
+        self._users.inc()
+        for split, example in build_user_examples(
+            user, list(events), self._max_history, self._min_events
+        ):
+            if split == F.EVAL_SPLIT:
+                self._holdout_users.inc()
+            yield beam.pvalue.TaggedOutput(split, example.SerializeToString())
+
+
+def count_events(user_events: tuple[bytes, Iterable[Event]]) -> int:
+    return sum(1 for _ in user_events[1])
+
+
+class _HistogramFn(beam.CombineFn):
+    """Counts how many users have each number of events."""
+
+    def create_accumulator(self):
+        return collections.Counter()
+
+    def add_input(self, acc, n_events):
+        acc[n_events] += 1
+        return acc
+
+    def merge_accumulators(self, accs):
+        merged = collections.Counter()
+        for acc in accs:
+            merged.update(acc)
+        return merged
+
+    def extract_output(self, acc):
+        return {str(k): v for k, v in sorted(acc.items())}
+
+
+def summarize(histogram: dict[str, int], split_counts: dict[str, int], distinct_items: int,
+              max_history: int, min_events_for_holdout: int) -> dict:
+    """Returns the sequences stage's summary from its combined counts."""
+    users = sum(histogram.values())
+    events = sum(int(k) * v for k, v in histogram.items())
+    return {
+        "users": users,
+        "events": events,
+        "distinct_items": distinct_items,
+        "users_with_holdout": split_counts.get(F.EVAL_SPLIT, 0),
+        "train_examples": split_counts.get(F.TRAIN_SPLIT, 0),
+        "eval_examples": split_counts.get(F.EVAL_SPLIT, 0),
+        "serving_examples": split_counts.get(F.SERVING_SPLIT, 0),
+        "events_per_user_histogram": histogram,
+        "max_history": max_history,
+        "min_events_for_holdout": min_events_for_holdout,
+    }
+
+
+@beam.ptransform_fn
+def BuildSequences(clicks, max_history: int, min_events_for_holdout: int):  # noqa: N802
+    """Groups serialized ingest tf.Examples by user into split-tagged serialized examples.
+
+    Args:
+        clicks: PCollection of serialized ingest tf.Examples (one per click).
+        max_history: the most recent items a history keeps.
+        min_events_for_holdout: users with at least this many events get an eval example.
+
+    Returns:
+        A dict: one PCollection of serialized tf.Examples per split name, plus `histogram`
+        (a singleton {events_per_user: users}) and `distinct_items` (a singleton count).
+    """
+    keyed = clicks | "ParseClick" >> beam.Map(parse_click)
+    grouped = keyed | "GroupByUser" >> beam.GroupByKey()
+    tagged = grouped | "BuildUserExamples" >> beam.ParDo(
+        BuildUserExamplesFn(max_history, min_events_for_holdout)
+    ).with_outputs(*F.SEQUENCE_SPLITS)
+    histogram = (
+        grouped
+        | "CountEventsPerUser" >> beam.Map(count_events)
+        | "HistogramOfEvents" >> beam.CombineGlobally(_HistogramFn())
+    )
+    distinct_items = (
+        keyed
+        | "ItemOfClick" >> beam.Map(_item_of_click)
+        | "DistinctItems" >> beam.Distinct()
+        | "CountDistinctItems" >> beam.combiners.Count.Globally()
+    )
+    outputs = {split: tagged[split] for split in F.SEQUENCE_SPLITS}
+    outputs["histogram"] = histogram
+    outputs["distinct_items"] = distinct_items
+    return outputs
+
+
+def _item_of_click(user_event: tuple[bytes, Event]) -> bytes:
+    return user_event[1][2]

@@ -1,0 +1,235 @@
+"""`offline-recall`: run the pipeline locally, or compile it for Kubeflow / Airflow.
+
+    offline-recall run --output DIR [--input PATH] [--config FILE] [-- beam args]
+    offline-recall compile --target kubeflow|airflow --output FILE [--input PATH] [--config FILE]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import os
+import sys
+import time
+import traceback
+import warnings
+
+# TensorFlow reads this when it is first imported; its C++ start-up chatter is not for users.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_NOT_BLESSED = 0, 1, 2, 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="offline-recall",
+        description="Daily TFX pipeline: click logs in, top-N recall candidates per user out.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser(
+        "run",
+        help="run the whole pipeline locally (LocalDagRunner, Beam DirectRunner)",
+        description="Run the whole pipeline with LocalDagRunner. Arguments after `--` go to Beam.",
+    )
+    run.add_argument("--output", required=True, help="output folder (published/, run_summary.json, report/)")
+    run.add_argument(
+        "--input",
+        help="click log: a CSV/Parquet/TFRecord file or a folder of daily YYYY-MM-DD/ spans; "
+        "without it, a seeded synthetic click log is generated and used",
+    )
+    run.add_argument("--config", help="YAML or JSON file overriding pipeline/config.py DEFAULTS")
+    compile_ = sub.add_parser("compile", help="write a Kubeflow v2 JSON spec or an Airflow DAG file")
+    compile_.add_argument("--target", required=True, choices=["kubeflow", "airflow"])
+    compile_.add_argument("--output", required=True, help="the file to write")
+    compile_.add_argument("--input", help="input_base the compiled pipeline reads")
+    compile_.add_argument("--config", help="YAML or JSON config file")
+    compile_.add_argument("--pipeline-root", help="artifact root for the compiled pipeline")
+    return parser
+
+
+class _ProgressHandler(logging.Handler):
+    """Turns TFX's per-component log lines into one progress line per stage, with timings."""
+
+    def __init__(self, stages, out):
+        super().__init__(logging.INFO)
+        self._stages = list(stages)
+        self._out = out
+        self.timings: dict[str, float] = {}
+        self.current: str | None = None
+        self._started = 0.0
+
+    def emit(self, record):
+        if record.msg == "Component %s is running." and record.args:
+            self.current = str(record.args[0])
+            self._started = time.time()
+        elif record.msg == "Component %s is finished." and record.args:
+            name = str(record.args[0])
+            seconds = time.time() - self._started
+            self.timings[name] = round(seconds, 1)
+            n = self._stages.index(name) + 1 if name in self._stages else 0
+            self._out.write(f"[{n:2d}/{len(self._stages)}] {name:<20s} done in {seconds:6.1f}s\n")
+            self._out.flush()
+            self.current = None
+
+
+def _setup_logging(log_path: str, stages) -> _ProgressHandler:
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    file_handler = logging.FileHandler(log_path)
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(file_handler)
+    progress = _ProgressHandler(stages, sys.stdout)
+    root.addHandler(progress)
+    root.setLevel(logging.INFO)
+    logging.captureWarnings(True)
+    warnings.simplefilter("default")
+    return progress
+
+
+def _our_error(exc: BaseException):
+    from offline_recall.components.errors import OfflineRecallError
+    from offline_recall.pipeline.config import ConfigError
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, (OfflineRecallError, ConfigError)):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _write_failure(output_dir: str, stage: str | None, message: str, timings: dict) -> None:
+    from offline_recall.components.publish.logic import write_json_atomic
+
+    write_json_atomic(
+        os.path.join(output_dir, "run_summary.json"),
+        {
+            "status": "failed",
+            "failed_stage": stage,
+            "error": message,
+            "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            "timings_seconds": timings,
+        },
+    )
+
+
+def _print_summary(summary: dict, out) -> None:
+    ingest = summary.get("ingest", {})
+    evaluate = summary.get("evaluate", {})
+    model, popular = evaluate.get("model", {}), evaluate.get("popularity", {})
+    out.write(
+        f"ingest: {ingest.get('rows_read')} rows read, {ingest.get('rows_valid')} valid, "
+        f"{ingest.get('rows_quarantined')} quarantined, "
+        f"{ingest.get('duplicates_dropped')} duplicates dropped\n"
+    )
+    seq = summary.get("sequences", {})
+    out.write(
+        f"users: {seq.get('users')}, eval users: {seq.get('users_with_holdout')}, "
+        f"catalog: {evaluate.get('catalog_size')} items\n"
+    )
+    for k in evaluate.get("ks", []):
+        out.write(
+            f"@{k:<4d} HR {model.get(f'hr@{k}', 0):.4f}  NDCG {model.get(f'ndcg@{k}', 0):.4f}  "
+            f"coverage {model.get(f'coverage@{k}', 0):.4f}   "
+            f"(popularity HR {popular.get(f'hr@{k}', 0):.4f})\n"
+        )
+    publish = summary.get("publish", {})
+    if publish.get("published"):
+        out.write(f"published: {os.path.join(summary['output'], 'published')} -> "
+                  f"{publish.get('release')}\n")
+    else:
+        out.write(
+            "NOT published (previous set kept): "
+            + "; ".join(publish.get("not_blessed_because", []))
+            + "\n"
+        )
+
+
+def cmd_run(args, beam_args: list[str]) -> int:
+    from offline_recall.pipeline import config as config_lib
+
+    output_dir = os.path.abspath(args.output)
+    try:
+        config = config_lib.load(args.config)
+    except config_lib.ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    os.makedirs(output_dir, exist_ok=True)
+    started = time.time()
+    log_path = os.path.join(
+        output_dir, "logs", f"run-{datetime.datetime.now():%Y%m%d-%H%M%S}.log"
+    )
+    from offline_recall.pipeline.pipeline import STAGES
+
+    progress = _setup_logging(log_path, STAGES)
+    print(f"offline-recall run: output {output_dir} (log: {log_path})", flush=True)
+
+    if args.input:
+        input_base = os.path.abspath(args.input)
+    else:
+        from offline_recall.pipeline import synthetic
+
+        input_base = os.path.join(output_dir, "input", "synthetic_clicks.csv")
+        os.makedirs(os.path.dirname(input_base), exist_ok=True)
+        facts = synthetic.generate_clicks(input_base, **config["synthetic"])
+        print(f"no --input: generated a synthetic click log {input_base} ({facts})", flush=True)
+
+    from offline_recall.components.ingest import sources
+
+    try:
+        sources.preflight(input_base, config["ingest"])
+    except Exception as e:  # noqa: BLE001 - only our own errors are printed as one line
+        ours = _our_error(e)
+        if ours is None:
+            raise
+        print(f"error: {ours}", file=sys.stderr)
+        _write_failure(output_dir, "IngestExampleGen", str(ours), {})
+        return EXIT_BAD_INPUT
+
+    from offline_recall.pipeline import local_runner
+
+    try:
+        local_runner.run(input_base, output_dir, config, beam_args)
+    except Exception as e:  # noqa: BLE001 - reported as one line; the traceback goes to the log
+        logging.getLogger(__name__).error("run failed:\n%s", traceback.format_exc())
+        ours = _our_error(e)
+        stage = progress.current
+        message = str(ours) if ours else f"{type(e).__name__}: {e}"
+        _write_failure(output_dir, stage, message, progress.timings)
+        print(f"error: stage {stage} failed: {message}", file=sys.stderr)
+        print(f"(full traceback in {log_path}; the published set was not changed)", file=sys.stderr)
+        return EXIT_BAD_INPUT if ours else EXIT_FAILED
+
+    summary_path = os.path.join(output_dir, "run_summary.json")
+    with open(summary_path, encoding="utf-8") as f:
+        summary = json.load(f)
+    summary["timings_seconds"] = {**progress.timings, "total": round(time.time() - started, 1)}
+    from offline_recall.components.publish.logic import write_json_atomic
+
+    write_json_atomic(summary_path, summary)
+    _print_summary(summary, sys.stdout)
+    print(f"done in {time.time() - started:.1f}s; summary {summary_path}, report "
+          f"{os.path.join(output_dir, 'report', 'index.html')}")
+    return EXIT_OK if summary.get("status") == "published" else EXIT_NOT_BLESSED
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    beam_args: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, beam_args = argv[:cut], argv[cut + 1 :]
+    args = _parser().parse_args(argv)
+    if args.command == "run":
+        return cmd_run(args, beam_args)
+    from offline_recall.pipeline import compile as compile_lib
+
+    return compile_lib.cmd_compile(args, beam_args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""Holdout metrics against hand-computed values, and the blessing rules."""
+import math
+
+import apache_beam as beam
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from offline_recall.components.evaluate import logic
+
+
+def test_user_metrics_hand_computed():
+    m = logic.user_metrics(["a", "b", "c"], "c", [1, 2, 3])
+    assert m == {"hr@1": 0, "ndcg@1": 0, "hr@2": 0, "ndcg@2": 0, "hr@3": 1.0,
+                 "ndcg@3": pytest.approx(1 / math.log2(4))}
+    assert logic.user_metrics(["a"], "a", [1])["ndcg@1"] == 1.0
+    assert logic.user_metrics([], "a", [10])["hr@10"] == 0.0
+
+
+def test_popularity_top_skips_visited():
+    assert logic.popularity_top(["a", "b", "c", "d"], {"a", "c"}, 2) == ["b", "d"]
+
+
+def test_mean_metrics_and_coverage_in_beam():
+    rows = [
+        {"user_id": "u1", "item_ids": ["a", "b"], "scores": [2.0, 1.0], "held_out_item": "b"},
+        {"user_id": "u2", "item_ids": ["a", "c"], "scores": [2.0, 1.0], "held_out_item": "x"},
+    ]
+    with TestPipeline() as p:
+        recalls = p | beam.Create(rows)
+        mean = (recalls | beam.Map(logic.recall_row_metrics, [1, 2])
+                | beam.CombineGlobally(logic.MeanMetricsFn()))
+        assert_that(mean, equal_to([{"hr@1": 0.0, "ndcg@1": 0.0, "hr@2": 0.5,
+                                     "ndcg@2": 0.5 / math.log2(3), "users": 2}]), label="Mean")
+        coverage = (recalls | beam.FlatMap(logic.recommended_at_k, [1, 2]) | beam.Distinct()
+                    | beam.Map(logic._k_of) | beam.combiners.Count.PerElement())
+        assert_that(coverage, equal_to([(1, 1), (2, 3)]), label="Coverage")
+
+
+CONFIG = {"min_hr_at_50": 0.1, "min_ratio_to_popularity": 1.0, "max_regression": 0.1}
+
+
+def _metrics(hr, pop):
+    return {"model": {"hr@50": hr, "users": 10}, "popularity": {"hr@50": pop}}
+
+
+def test_bless_rules():
+    assert logic.bless(_metrics(0.3, 0.2), 100, CONFIG, None) == (True, [])
+    blessed, why = logic.bless(_metrics(0.05, 0.01), 100, CONFIG, None)
+    assert not blessed and "min_hr_at_50" in why[0]
+    blessed, why = logic.bless(_metrics(0.3, 0.35), 100, CONFIG, None)
+    assert not blessed and "popularity" in why[0]
+    previous = {"model": {"hr@50": 0.5}}
+    blessed, why = logic.bless(_metrics(0.3, 0.2), 100, CONFIG, previous)
+    assert not blessed and "regressed" in why[0]
+    assert logic.bless(_metrics(0.46, 0.2), 100, CONFIG, previous)[0]
+    assert not logic.bless({"model": {"users": 0}, "popularity": {}}, 100, CONFIG, None)[0]

@@ -1,0 +1,90 @@
+"""Sequences: ordering, holdout, sliding windows, visited sets; pure function and Beam."""
+import apache_beam as beam
+import tensorflow as tf
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from offline_recall.components import common
+from offline_recall.components.sequences import logic
+from offline_recall.trainer import features as F
+
+
+def _decode(example):
+    return {
+        "user": common.bytes_values(example, F.USER_ID)[0],
+        "history": common.bytes_values(example, F.HISTORY),
+        "label": common.bytes_values(example, F.LABEL),
+        "visited": common.bytes_values(example, F.VISITED),
+    }
+
+
+def _by_split(user, events, max_history=2, min_events=3):
+    out = {}
+    for split, example in logic.build_user_examples(user, events, max_history, min_events):
+        out.setdefault(split, []).append(_decode(example))
+    return out
+
+
+def test_orders_by_timestamp_then_input_order_and_holds_out_last():
+    # Given out of order; ties at t=20 break by input order (5 before 7).
+    events = [(30, 1, b"d"), (10, 9, b"a"), (20, 7, b"c"), (20, 5, b"b")]
+    out = _by_split(b"u1", events)
+    assert [e["label"] for e in out["train"]] == [[b"a"], [b"b"], [b"c"]]
+    assert [e["history"] for e in out["train"]] == [[], [b"a"], [b"a", b"b"]]
+    (ev,) = out["eval"]
+    assert ev["label"] == [b"d"] and ev["history"] == [b"b", b"c"]
+    assert ev["visited"] == [b"a", b"b", b"c"]
+    (serving,) = out["serving"]
+    assert serving["history"] == [b"c", b"d"]  # truncated to max_history, newest last
+    assert serving["visited"] == [b"a", b"b", b"c", b"d"] and serving["label"] == []
+
+
+def test_short_users_get_no_holdout_but_train_and_serve():
+    out = _by_split(b"u2", [(1, 1, b"x"), (2, 2, b"y")])
+    assert "eval" not in out
+    assert [e["label"] for e in out["train"]] == [[b"x"], [b"y"]]
+    assert out["serving"][0]["visited"] == [b"x", b"y"]
+
+
+def test_repeated_items_are_visited_once():
+    out = _by_split(b"u3", [(1, 1, b"x"), (2, 2, b"x"), (3, 3, b"y"), (4, 4, b"z")])
+    assert out["eval"][0]["visited"] == [b"x", b"y"]
+
+
+def _click(user, item, ts, order):
+    return common.make_example(
+        {F.USER_ID: [user], F.ITEM_ID: [item]}, {F.TIMESTAMP: [ts], F.INPUT_ORDER: [order]}
+    ).SerializeToString()
+
+
+def _label_of(serialized):
+    example = tf.train.Example.FromString(serialized)
+    return (common.bytes_values(example, F.USER_ID)[0], tuple(common.bytes_values(example, F.LABEL)))
+
+
+def test_build_sequences_transform():
+    clicks = [
+        _click(b"u,1", b"i\n1", 10, 0),
+        _click(b"u,1", b"i2", 11, 1),
+        _click(b"u,1", b"i3", 12, 2),
+        _click(b"u2", b"i2", 5, 3),
+    ]
+    with TestPipeline() as p:
+        out = p | beam.Create(clicks) | logic.BuildSequences(max_history=5, min_events_for_holdout=3)
+        assert_that(
+            out[F.TRAIN_SPLIT] | "TrainLabels" >> beam.Map(_label_of),
+            equal_to([(b"u,1", (b"i\n1",)), (b"u,1", (b"i2",)), (b"u2", (b"i2",))]),
+            label="Train",
+        )
+        assert_that(
+            out[F.EVAL_SPLIT] | "EvalLabels" >> beam.Map(_label_of),
+            equal_to([(b"u,1", (b"i3",))]),
+            label="Eval",
+        )
+        assert_that(
+            out[F.SERVING_SPLIT] | "ServingLabels" >> beam.Map(_label_of),
+            equal_to([(b"u,1", ()), (b"u2", ())]),
+            label="Serving",
+        )
+        assert_that(out["histogram"], equal_to([{"1": 1, "3": 1}]), label="Histogram")
+        assert_that(out["distinct_items"], equal_to([3]), label="Items")

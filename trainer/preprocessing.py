@@ -1,0 +1,61 @@
+"""The Transform `preprocessing_fn`: item ids -> vocabulary keys -> frequency-ordered indices.
+
+Ids arrive as raw bytes. `tft.vocabulary` writes newline-delimited files and drops tokens with a
+newline, so every id is first turned into its web-safe base64 key (see `features.encode_id`); the
+same ops run inside the serving graph, so callers send raw ids.
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from offline_recall.trainer import features as F
+
+
+def id_to_key(ids: tf.Tensor) -> tf.Tensor:
+    """Maps raw id bytes to vocabulary keys; same shape. Empty stays empty."""
+    return tf.io.encode_base64(ids, pad=False)
+
+
+def _single_value(sparse: tf.SparseTensor) -> tf.Tensor:
+    """Returns a [batch] dense tensor from a [batch, <=1] sparse one ('' where absent)."""
+    batch = sparse.dense_shape[0]
+    reshaped = tf.SparseTensor(sparse.indices, sparse.values, tf.stack([batch, 1]))
+    return tf.sparse.to_dense(reshaped, default_value="")[:, 0]
+
+
+def preprocessing_fn(inputs: dict, custom_config: dict | None = None) -> dict:
+    """Builds the item vocabulary on training labels and maps histories and labels to indices.
+
+    The vocabulary is analyzed on the `train` split, whose labels are each training event exactly
+    once, so its frequency order and counts are the items' training click counts; that order is
+    also what the log-uniform negative sampler assumes.
+
+    Args:
+        inputs: `history_items` SparseTensor [batch, <=max_history] bytes, `label_item`
+            SparseTensor [batch, <=1] bytes (plus features this function ignores).
+        custom_config: {"transform": {"min_count", "num_oov_buckets"}}.
+
+    Returns:
+        `history_idx` SparseTensor [batch, <=max_history] int64 and `label_idx` [batch] int64;
+        out-of-vocabulary ids map to indices vocab_size .. vocab_size + num_oov_buckets - 1.
+    """
+    config = (custom_config or {}).get("transform", {})
+    min_count = int(config.get("min_count", 1))
+    num_oov_buckets = int(config.get("num_oov_buckets", 1))
+
+    label_keys = id_to_key(_single_value(inputs[F.LABEL]))
+    vocab = tft.vocabulary(label_keys, vocab_filename=F.ITEM_VOCAB, frequency_threshold=min_count)
+    # The counts live in a second file: apply_vocabulary reads only files without frequencies.
+    tft.vocabulary(
+        label_keys,
+        vocab_filename=F.ITEM_VOCAB_COUNTS,
+        frequency_threshold=min_count,
+        store_frequency=True,
+    )
+    history = inputs[F.HISTORY]
+    history_keys = tf.SparseTensor(history.indices, id_to_key(history.values), history.dense_shape)
+    return {
+        F.HISTORY_IDX: tft.apply_vocabulary(history_keys, vocab, num_oov_buckets=num_oov_buckets),
+        F.LABEL_IDX: tft.apply_vocabulary(label_keys, vocab, num_oov_buckets=num_oov_buckets),
+    }
