@@ -5,6 +5,7 @@ The repository keeps its packages as top-level folders (`pipeline/`, `components
 would clash with other distributions, so they are mapped under one import name,
 `offline_recall`.
 """
+
 from setuptools import find_packages, setup
 
 _TOP_LEVEL = ("pipeline", "components", "trainer", "schema")

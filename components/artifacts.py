@@ -3,6 +3,7 @@
 Standard types (Examples, Model, ModelBlessing...) are used wherever one fits; these cover what
 TFX has no type for.
 """
+
 from tfx.types.artifact import Artifact
 
 
@@ -28,5 +29,6 @@ class RecallMetrics(Artifact):
     """HR / Recall / NDCG / coverage at K on the holdout, as `metrics.json`."""
 
     TYPE_NAME = "OfflineRecallMetrics"
+
 
 SUMMARY_FILE = "summary.json"

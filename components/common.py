@@ -2,6 +2,7 @@
 
 Imports without TFX so that the pure logic beside each component stays testable with plain files.
 """
+
 from __future__ import annotations
 
 import json
@@ -67,8 +68,9 @@ def int_values(example: tf.train.Example, name: str) -> list[int]:
     return list(feature.int64_list.value) if feature is not None else []
 
 
-def make_example(bytes_features: dict[str, list[bytes]],
-                 int_features: dict[str, list[int]] | None = None) -> tf.train.Example:
+def make_example(
+    bytes_features: dict[str, list[bytes]], int_features: dict[str, list[int]] | None = None
+) -> tf.train.Example:
     """Builds a tf.train.Example from lists of values per feature."""
     feature = {
         name: tf.train.Feature(bytes_list=tf.train.BytesList(value=values))

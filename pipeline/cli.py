@@ -1,8 +1,9 @@
 """`offline-recall`: run the pipeline locally, or compile it for Kubeflow / Airflow.
 
-    offline-recall run --output DIR [--input PATH] [--config FILE] [-- beam args]
-    offline-recall compile --target kubeflow|airflow --output FILE [--input PATH] [--config FILE]
+offline-recall run --output DIR [--input PATH] [--config FILE] [-- beam args]
+offline-recall compile --target kubeflow|airflow --output FILE [--input PATH] [--config FILE]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,6 +18,9 @@ import warnings
 
 # TensorFlow reads this when it is first imported; its C++ start-up chatter is not for users.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Library deprecation notices at import time are not for users; the log keeps later ones.
+warnings.filterwarnings("ignore", category=FutureWarning)
+warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_NOT_BLESSED = 0, 1, 2, 3
 
@@ -32,14 +36,18 @@ def _parser() -> argparse.ArgumentParser:
         help="run the whole pipeline locally (LocalDagRunner, Beam DirectRunner)",
         description="Run the whole pipeline with LocalDagRunner. Arguments after `--` go to Beam.",
     )
-    run.add_argument("--output", required=True, help="output folder (published/, run_summary.json, report/)")
+    run.add_argument(
+        "--output", required=True, help="output folder (published/, run_summary.json, report/)"
+    )
     run.add_argument(
         "--input",
         help="click log: a CSV/Parquet/TFRecord file or a folder of daily YYYY-MM-DD/ spans; "
         "without it, a seeded synthetic click log is generated and used",
     )
     run.add_argument("--config", help="YAML or JSON file overriding pipeline/config.py DEFAULTS")
-    compile_ = sub.add_parser("compile", help="write a Kubeflow v2 JSON spec or an Airflow DAG file")
+    compile_ = sub.add_parser(
+        "compile", help="write a Kubeflow v2 JSON spec or an Airflow DAG file"
+    )
     compile_.add_argument("--target", required=True, choices=["kubeflow", "airflow"])
     compile_.add_argument("--output", required=True, help="the file to write")
     compile_.add_argument("--input", help="input_base the compiled pipeline reads")
@@ -84,8 +92,12 @@ def _setup_logging(log_path: str, stages) -> _ProgressHandler:
     progress = _ProgressHandler(stages, sys.stdout)
     root.addHandler(progress)
     root.setLevel(logging.INFO)
+    # TensorFlow's logger prints to stderr on its own; send it to the log file like the rest.
+    tf_logger = logging.getLogger("tensorflow")
+    for handler in list(tf_logger.handlers):
+        tf_logger.removeHandler(handler)
+    tf_logger.propagate = True
     logging.captureWarnings(True)
-    warnings.simplefilter("default")
     return progress
 
 
@@ -111,7 +123,7 @@ def _write_failure(output_dir: str, stage: str | None, message: str, timings: di
             "status": "failed",
             "failed_stage": stage,
             "error": message,
-            "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            "finished_at": datetime.datetime.now(datetime.UTC).isoformat(),
             "timings_seconds": timings,
         },
     )
@@ -139,8 +151,10 @@ def _print_summary(summary: dict, out) -> None:
         )
     publish = summary.get("publish", {})
     if publish.get("published"):
-        out.write(f"published: {os.path.join(summary['output'], 'published')} -> "
-                  f"{publish.get('release')}\n")
+        out.write(
+            f"published: {os.path.join(summary['output'], 'published')} -> "
+            f"{publish.get('release')}\n"
+        )
     else:
         out.write(
             "NOT published (previous set kept): "
@@ -160,9 +174,7 @@ def cmd_run(args, beam_args: list[str]) -> int:
         return EXIT_BAD_INPUT
     os.makedirs(output_dir, exist_ok=True)
     started = time.time()
-    log_path = os.path.join(
-        output_dir, "logs", f"run-{datetime.datetime.now():%Y%m%d-%H%M%S}.log"
-    )
+    log_path = os.path.join(output_dir, "logs", f"run-{datetime.datetime.now():%Y%m%d-%H%M%S}.log")
     from offline_recall.pipeline.pipeline import STAGES
 
     progress = _setup_logging(log_path, STAGES)
@@ -212,8 +224,10 @@ def cmd_run(args, beam_args: list[str]) -> int:
 
     write_json_atomic(summary_path, summary)
     _print_summary(summary, sys.stdout)
-    print(f"done in {time.time() - started:.1f}s; summary {summary_path}, report "
-          f"{os.path.join(output_dir, 'report', 'index.html')}")
+    print(
+        f"done in {time.time() - started:.1f}s; summary {summary_path}, report "
+        f"{os.path.join(output_dir, 'report', 'index.html')}"
+    )
     return EXIT_OK if summary.get("status") == "published" else EXIT_NOT_BLESSED
 
 

@@ -3,6 +3,7 @@
 Every hyperparameter a component needs reaches it through `custom_config`, as the section of this
 config that belongs to it, so the same values drive LocalDagRunner, Kubeflow and Airflow runs.
 """
+
 from __future__ import annotations
 
 import copy
@@ -52,6 +53,9 @@ DEFAULTS: dict[str, Any] = {
         "dropout": 0.1,
         "l2": 0.0,
         "seed": 42,
+        # self_attention only.
+        "num_blocks": 2,
+        "num_heads": 1,
     },
     "recall": {
         "top_n": 100,
@@ -107,28 +111,67 @@ def _require(cond: bool, key: str, rule: str, value: Any) -> None:
 def validate(config: dict[str, Any]) -> dict[str, Any]:
     """Checks the values that later stages rely on; raises ConfigError naming the key."""
     ing, seq, tr = config["ingest"], config["sequences"], config["trainer"]
-    _require(isinstance(ing["max_id_bytes"], int) and ing["max_id_bytes"] > 0,
-             "ingest.max_id_bytes", "must be a positive integer", ing["max_id_bytes"])
-    _require(isinstance(ing["max_bad_fraction"], (int, float)) and 0 <= ing["max_bad_fraction"] <= 1,
-             "ingest.max_bad_fraction", "must be in [0, 1]", ing["max_bad_fraction"])
-    _require(isinstance(seq["max_history"], int) and seq["max_history"] >= 1,
-             "sequences.max_history", "must be an integer >= 1", seq["max_history"])
-    _require(isinstance(seq["min_events_for_holdout"], int) and seq["min_events_for_holdout"] >= 2,
-             "sequences.min_events_for_holdout", "must be an integer >= 2",
-             seq["min_events_for_holdout"])
-    _require(config["transform"]["min_count"] >= 1, "transform.min_count", "must be >= 1",
-             config["transform"]["min_count"])
-    _require(config["transform"]["num_oov_buckets"] >= 1, "transform.num_oov_buckets",
-             "must be >= 1", config["transform"]["num_oov_buckets"])
-    _require(tr["encoder"] in ("mean_mlp",), "trainer.encoder", "must be one of ['mean_mlp']",
-             tr["encoder"])
-    _require(tr["loss"] in ("sampled_softmax", "nce"), "trainer.loss",
-             "must be one of ['sampled_softmax', 'nce']", tr["loss"])
+    _require(
+        isinstance(ing["max_id_bytes"], int) and ing["max_id_bytes"] > 0,
+        "ingest.max_id_bytes",
+        "must be a positive integer",
+        ing["max_id_bytes"],
+    )
+    _require(
+        isinstance(ing["max_bad_fraction"], (int, float)) and 0 <= ing["max_bad_fraction"] <= 1,
+        "ingest.max_bad_fraction",
+        "must be in [0, 1]",
+        ing["max_bad_fraction"],
+    )
+    _require(
+        isinstance(seq["max_history"], int) and seq["max_history"] >= 1,
+        "sequences.max_history",
+        "must be an integer >= 1",
+        seq["max_history"],
+    )
+    _require(
+        isinstance(seq["min_events_for_holdout"], int) and seq["min_events_for_holdout"] >= 2,
+        "sequences.min_events_for_holdout",
+        "must be an integer >= 2",
+        seq["min_events_for_holdout"],
+    )
+    _require(
+        config["transform"]["min_count"] >= 1,
+        "transform.min_count",
+        "must be >= 1",
+        config["transform"]["min_count"],
+    )
+    _require(
+        config["transform"]["num_oov_buckets"] >= 1,
+        "transform.num_oov_buckets",
+        "must be >= 1",
+        config["transform"]["num_oov_buckets"],
+    )
+    _require(
+        tr["encoder"] in ("mean_mlp", "self_attention"),
+        "trainer.encoder",
+        "must be one of ['mean_mlp', 'self_attention']",
+        tr["encoder"],
+    )
+    _require(
+        tr["loss"] in ("sampled_softmax", "nce"),
+        "trainer.loss",
+        "must be one of ['sampled_softmax', 'nce']",
+        tr["loss"],
+    )
     for key in ("embedding_dim", "num_sampled", "batch_size", "epochs"):
-        _require(isinstance(tr[key], int) and tr[key] >= 1, f"trainer.{key}",
-                 "must be an integer >= 1", tr[key])
-    _require(isinstance(config["recall"]["top_n"], int) and config["recall"]["top_n"] >= 1,
-             "recall.top_n", "must be an integer >= 1", config["recall"]["top_n"])
+        _require(
+            isinstance(tr[key], int) and tr[key] >= 1,
+            f"trainer.{key}",
+            "must be an integer >= 1",
+            tr[key],
+        )
+    _require(
+        isinstance(config["recall"]["top_n"], int) and config["recall"]["top_n"] >= 1,
+        "recall.top_n",
+        "must be an integer >= 1",
+        config["recall"]["top_n"],
+    )
     return config
 
 
@@ -143,7 +186,9 @@ def load(path: str | None = None, overrides: dict[str, Any] | None = None) -> di
         try:
             loaded = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
         except (json.JSONDecodeError, yaml.YAMLError) as e:
-            raise ConfigError(f"{path}: not valid {'JSON' if path.endswith('.json') else 'YAML'}: {e}") from e
+            raise ConfigError(
+                f"{path}: not valid {'JSON' if path.endswith('.json') else 'YAML'}: {e}"
+            ) from e
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):

@@ -2,6 +2,7 @@
 
 Binds paths and options only; the DAG is `create_pipeline`'s.
 """
+
 from __future__ import annotations
 
 import os

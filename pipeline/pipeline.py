@@ -1,4 +1,5 @@
 """`create_pipeline`: the whole offline-recall DAG as a pure function of paths and config."""
+
 from __future__ import annotations
 
 import json

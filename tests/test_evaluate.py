@@ -1,4 +1,5 @@
 """Holdout metrics against hand-computed values, and the blessing rules."""
+
 import math
 
 import apache_beam as beam
@@ -11,8 +12,14 @@ from offline_recall.components.evaluate import logic
 
 def test_user_metrics_hand_computed():
     m = logic.user_metrics(["a", "b", "c"], "c", [1, 2, 3])
-    assert m == {"hr@1": 0, "ndcg@1": 0, "hr@2": 0, "ndcg@2": 0, "hr@3": 1.0,
-                 "ndcg@3": pytest.approx(1 / math.log2(4))}
+    assert m == {
+        "hr@1": 0,
+        "ndcg@1": 0,
+        "hr@2": 0,
+        "ndcg@2": 0,
+        "hr@3": 1.0,
+        "ndcg@3": pytest.approx(1 / math.log2(4)),
+    }
     assert logic.user_metrics(["a"], "a", [1])["ndcg@1"] == 1.0
     assert logic.user_metrics([], "a", [10])["hr@10"] == 0.0
 
@@ -28,12 +35,33 @@ def test_mean_metrics_and_coverage_in_beam():
     ]
     with TestPipeline() as p:
         recalls = p | beam.Create(rows)
-        mean = (recalls | beam.Map(logic.recall_row_metrics, [1, 2])
-                | beam.CombineGlobally(logic.MeanMetricsFn()))
-        assert_that(mean, equal_to([{"hr@1": 0.0, "ndcg@1": 0.0, "hr@2": 0.5,
-                                     "ndcg@2": 0.5 / math.log2(3), "users": 2}]), label="Mean")
-        coverage = (recalls | beam.FlatMap(logic.recommended_at_k, [1, 2]) | beam.Distinct()
-                    | beam.Map(logic._k_of) | beam.combiners.Count.PerElement())
+        mean = (
+            recalls
+            | beam.Map(logic.recall_row_metrics, [1, 2])
+            | beam.CombineGlobally(logic.MeanMetricsFn())
+        )
+        assert_that(
+            mean,
+            equal_to(
+                [
+                    {
+                        "hr@1": 0.0,
+                        "ndcg@1": 0.0,
+                        "hr@2": 0.5,
+                        "ndcg@2": 0.5 / math.log2(3),
+                        "users": 2,
+                    }
+                ]
+            ),
+            label="Mean",
+        )
+        coverage = (
+            recalls
+            | beam.FlatMap(logic.recommended_at_k, [1, 2])
+            | beam.Distinct()
+            | beam.Map(logic._k_of)
+            | beam.combiners.Count.PerElement()
+        )
         assert_that(coverage, equal_to([(1, 1), (2, 3)]), label="Coverage")
 
 

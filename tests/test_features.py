@@ -1,4 +1,5 @@
 """Vocabulary keys: byte-exact round trip, and the Python encoder matches the in-graph one."""
+
 import tensorflow as tf
 
 from offline_recall.trainer import features as F

@@ -1,4 +1,5 @@
 """Atomic publishing: the switch, pruning, and a failure that leaves the published set alone."""
+
 import os
 
 import pyarrow as pa
@@ -12,13 +13,20 @@ def _sources(tmp_path, tag):
     src = tmp_path / f"src-{tag}"
     src.mkdir()
     pq.write_table(
-        pa.table({"user_id": ["u1"], "item_ids": [[f"i-{tag}"]], "scores": [[1.0]],
-                  "held_out_item": [""]}),
+        pa.table(
+            {
+                "user_id": ["u1"],
+                "item_ids": [[f"i-{tag}"]],
+                "scores": [[1.0]],
+                "held_out_item": [""],
+            }
+        ),
         src / "recalls.parquet",
     )
     pq.write_table(pa.table({"user_id": ["u1"], "vector": [[1.0, 1.0]]}), src / "uv.parquet")
-    items = pa.table({"item_index": [0], "item_id": [f"i-{tag}"], "vector": [[0.5, 0.1]],
-                      "count": [3]})
+    items = pa.table(
+        {"item_index": [0], "item_id": [f"i-{tag}"], "vector": [[0.5, 0.1]], "count": [3]}
+    )
     return [str(src / "recalls.parquet")], [str(src / "uv.parquet")], items
 
 

@@ -1,4 +1,5 @@
 """Exact top-N with visited exclusion, against numpy brute force."""
+
 import numpy as np
 import pytest
 
@@ -37,7 +38,7 @@ def test_matches_brute_force_when_visited_items_are_the_best(seed):
 def test_small_catalog_returns_every_unvisited_item():
     items = np.eye(5, dtype=np.float32)
     index = logic.build_index(items)
-    (ids, _), = logic.exact_top_n(index, np.ones((1, 5), np.float32), [np.array([0, 1])], 10)
+    ((ids, _),) = logic.exact_top_n(index, np.ones((1, 5), np.float32), [np.array([0, 1])], 10)
     assert sorted(ids.tolist()) == [2, 3, 4]
 
 

@@ -1,4 +1,5 @@
 """Sequences: ordering, holdout, sliding windows, visited sets; pure function and Beam."""
+
 import apache_beam as beam
 import tensorflow as tf
 from apache_beam.testing.test_pipeline import TestPipeline
@@ -59,7 +60,10 @@ def _click(user, item, ts, order):
 
 def _label_of(serialized):
     example = tf.train.Example.FromString(serialized)
-    return (common.bytes_values(example, F.USER_ID)[0], tuple(common.bytes_values(example, F.LABEL)))
+    return (
+        common.bytes_values(example, F.USER_ID)[0],
+        tuple(common.bytes_values(example, F.LABEL)),
+    )
 
 
 def test_build_sequences_transform():
@@ -70,7 +74,9 @@ def test_build_sequences_transform():
         _click(b"u2", b"i2", 5, 3),
     ]
     with TestPipeline() as p:
-        out = p | beam.Create(clicks) | logic.BuildSequences(max_history=5, min_events_for_holdout=3)
+        out = (
+            p | beam.Create(clicks) | logic.BuildSequences(max_history=5, min_events_for_holdout=3)
+        )
         assert_that(
             out[F.TRAIN_SPLIT] | "TrainLabels" >> beam.Map(_label_of),
             equal_to([(b"u,1", (b"i\n1",)), (b"u,1", (b"i2",)), (b"u2", (b"i2",))]),

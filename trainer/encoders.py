@@ -1,4 +1,5 @@
 """History encoders: item-index histories -> user vectors. One function per `trainer.encoder`."""
+
 from __future__ import annotations
 
 import tensorflow as tf
@@ -50,10 +51,103 @@ def mean_mlp(
     """
     x = masked_mean(item_embeddings, history)
     for i, units in enumerate(hidden_units):
-        x = tf.compat.v1.layers.dense(x, units, activation=tf.nn.relu, name=f"user_tower/hidden_{i}")
+        x = tf.compat.v1.layers.dense(
+            x, units, activation=tf.nn.relu, name=f"user_tower/hidden_{i}"
+        )
         if dropout > 0:
             x = tf.compat.v1.layers.dropout(x, rate=dropout, training=training)
     return tf.compat.v1.layers.dense(x, output_dim, name="user_tower/output")
 
 
-ENCODERS = {"mean_mlp": mean_mlp}
+def recency_positions(history: tf.Tensor) -> tf.Tensor:
+    """Returns each slot's distance from the newest real item: [batch, max_len] int32.
+
+    Histories are right-padded (oldest first), so counting positions from the end makes position
+    0 always "the latest item", whatever the history's length. PAD slots get 0 (masked anyway).
+    """
+    mask = tf.cast(tf.not_equal(history, PAD), tf.int32)
+    lengths = tf.reduce_sum(mask, axis=1, keepdims=True)  # [B, 1]
+    index = tf.range(tf.shape(history)[1])[tf.newaxis, :]  # [1, L]
+    return tf.maximum(lengths - 1 - index, 0) * mask
+
+
+def causal_attention_mask(history: tf.Tensor) -> tf.Tensor:
+    """Returns [batch, L, L] bool: query i may attend to key j iff j <= i and j is a real item."""
+    length = tf.shape(history)[1]
+    causal = tf.linalg.band_part(tf.ones([length, length], tf.bool), -1, 0)  # j <= i
+    real_keys = tf.not_equal(history, PAD)[:, tf.newaxis, :]  # [B, 1, L]
+    return tf.logical_and(causal[tf.newaxis], real_keys)
+
+
+def self_attention(
+    history: tf.Tensor,
+    item_embeddings: tf.Tensor,
+    hidden_units: list[int],
+    output_dim: int,
+    dropout: float,
+    training: bool,
+    num_blocks: int = 2,
+    num_heads: int = 1,
+    max_positions: int = 512,
+) -> tf.Tensor:
+    """SASRec-style causal self-attention; the user vector is the output at the newest item.
+
+    Args:
+        history: [batch, max_len] int64, oldest first, PAD (-1) after the last real item.
+        item_embeddings: [num_classes, dim].
+        hidden_units: unused width list kept for a uniform signature; the feed-forward width
+            equals `dim`, as in SASRec.
+        output_dim: the user vector's size; must equal the embedding size.
+        dropout: rate on embeddings, attention and feed-forward outputs while training.
+        training: whether dropout is active.
+        num_blocks: attention blocks.
+        num_heads: attention heads per block.
+        max_positions: rows of the learned position table.
+
+    Returns:
+        user_vector [batch, output_dim]; an empty history gives a learned constant vector.
+    """
+    del hidden_units
+    dim = item_embeddings.shape[1]
+    if output_dim != dim:
+        raise ValueError(
+            f"self_attention needs output_dim == embedding_dim, got {output_dim} != {dim}"
+        )
+    real = tf.not_equal(history, PAD)
+    mask_f = tf.cast(real, tf.float32)[..., tf.newaxis]  # [B, L, 1]
+    positions = tf.compat.v1.get_variable(
+        "position_embeddings",
+        [max_positions, dim],
+        initializer=tf.compat.v1.truncated_normal_initializer(stddev=0.02),
+    )
+    x = tf.nn.embedding_lookup(item_embeddings, tf.maximum(history, 0)) * (dim**0.5)
+    x += tf.nn.embedding_lookup(
+        positions, tf.minimum(recency_positions(history), max_positions - 1)
+    )
+    x = tf.compat.v1.layers.dropout(x, rate=dropout, training=training) * mask_f
+    attention_mask = causal_attention_mask(history)
+    for block in range(num_blocks):
+        normed = tf.keras.layers.LayerNormalization(epsilon=1e-6, name=f"block_{block}/ln_attn")(x)
+        attended = tf.keras.layers.MultiHeadAttention(
+            num_heads=num_heads,
+            key_dim=dim // num_heads,
+            dropout=dropout,
+            name=f"block_{block}/attention",
+        )(normed, x, attention_mask=attention_mask, training=training)
+        x = x + attended
+        normed = tf.keras.layers.LayerNormalization(epsilon=1e-6, name=f"block_{block}/ln_ffn")(x)
+        ffn = tf.compat.v1.layers.dense(
+            normed, dim, activation=tf.nn.relu, name=f"block_{block}/ffn_1"
+        )
+        ffn = tf.compat.v1.layers.dropout(ffn, rate=dropout, training=training)
+        ffn = tf.compat.v1.layers.dense(ffn, dim, name=f"block_{block}/ffn_2")
+        ffn = tf.compat.v1.layers.dropout(ffn, rate=dropout, training=training)
+        x = (x + ffn) * mask_f
+    x = tf.keras.layers.LayerNormalization(epsilon=1e-6, name="final_ln")(x)
+    lengths = tf.reduce_sum(tf.cast(real, tf.int32), axis=1)
+    last = tf.gather(x, tf.maximum(lengths - 1, 0), batch_dims=1)  # [B, dim]
+    empty = tf.compat.v1.get_variable("empty_history", [dim], initializer=tf.zeros_initializer())
+    return tf.where((lengths > 0)[:, tf.newaxis], last, tf.broadcast_to(empty, tf.shape(last)))
+
+
+ENCODERS = {"mean_mlp": mean_mlp, "self_attention": self_attention}

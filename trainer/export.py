@@ -3,6 +3,7 @@
 Scores are inner products with the bias folded in: an item vector is [kernel_i, bias_i] and a
 published user vector is [user_vector, 1], so `user . item = u . w_i + b_i`, the model's logit.
 """
+
 from __future__ import annotations
 
 import os
@@ -43,8 +44,9 @@ def read_vocabulary_counts(tf_transform_output: tft.TFTransformOutput) -> dict[b
     return counts
 
 
-def item_vectors_table(keys: list[bytes], kernel: np.ndarray, bias: np.ndarray,
-                       counts: dict[bytes, int]) -> pa.Table:
+def item_vectors_table(
+    keys: list[bytes], kernel: np.ndarray, bias: np.ndarray, counts: dict[bytes, int]
+) -> pa.Table:
     """Builds the item vector table for the in-vocabulary items (OOV buckets are not items).
 
     Args:

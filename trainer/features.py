@@ -10,6 +10,7 @@ ids exactly as a caller has them. Vocabulary files, though, are newline-delimite
 mirrored here by `encode_id`). Keys are decoded back byte for byte when results are published
 (`decode_id`).
 """
+
 from __future__ import annotations
 
 import base64

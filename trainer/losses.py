@@ -1,4 +1,5 @@
 """Losses over the item softmax. One function per `trainer.loss`; each returns per-example loss."""
+
 from __future__ import annotations
 
 import tensorflow as tf

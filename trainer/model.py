@@ -1,4 +1,5 @@
 """The tf.estimator model_fn: history encoder -> user_vector, loss over the item softmax."""
+
 from __future__ import annotations
 
 import tensorflow as tf
@@ -37,6 +38,7 @@ def model_fn(features, labels, mode, params):
         dim,
         params["dropout"],
         training,
+        **params.get("encoder_options", {}),
     )
     with tf.compat.v1.variable_scope("softmax"):
         kernel = tf.compat.v1.get_variable(

@@ -4,6 +4,7 @@ Ids arrive as raw bytes. `tft.vocabulary` writes newline-delimited files and dro
 newline, so every id is first turned into its web-safe base64 key (see `features.encode_id`); the
 same ops run inside the serving graph, so callers send raw ids.
 """
+
 from __future__ import annotations
 
 import tensorflow as tf

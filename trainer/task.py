@@ -1,4 +1,5 @@
 """The Trainer component's entry point (`run_fn`): train the Estimator, export model and items."""
+
 from __future__ import annotations
 
 import json
@@ -45,6 +46,15 @@ def count_records(patterns: list[str]) -> int:
     return sum(1 for _ in tf.data.TFRecordDataset(_files(patterns), compression_type="GZIP"))
 
 
+def _encoder_options(trainer_config: dict) -> dict:
+    if trainer_config.get("encoder") == "self_attention":
+        return {
+            "num_blocks": int(trainer_config.get("num_blocks", 2)),
+            "num_heads": int(trainer_config.get("num_heads", 1)),
+        }
+    return {}
+
+
 def run_fn(fn_args) -> None:
     """TFX GenericExecutor entry point.
 
@@ -71,13 +81,14 @@ def run_fn(fn_args) -> None:
         "num_sampled": int(trainer_config.get("num_sampled", 100)),
         "learning_rate": float(trainer_config.get("learning_rate", 0.001)),
         "l2": float(trainer_config.get("l2", 0.0)),
+        "encoder_options": _encoder_options(trainer_config),
     }
     feature_spec = tf_transform_output.transformed_feature_spec()
     run_config = tf.estimator.RunConfig(
         model_dir=fn_args.model_run_dir,
         tf_random_seed=seed,
-        save_checkpoints_steps=None,
-        save_checkpoints_secs=None,
+        # One checkpoint at the end of training is all export needs.
+        save_checkpoints_secs=10**9,
         keep_checkpoint_max=1,
         log_step_count_steps=500,
     )

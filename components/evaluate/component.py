@@ -1,4 +1,5 @@
 """Evaluate: holdout metrics of the eval recalls, a popularity baseline, and the blessing."""
+
 from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.types import channel_utils, component_spec, standard_artifacts
 

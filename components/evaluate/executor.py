@@ -1,4 +1,5 @@
 """Evaluate executor: run `EvaluateRecalls`, write metrics.json, bless or not."""
+
 from __future__ import annotations
 
 import os
@@ -69,7 +70,9 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         }
         for k in ks:
             metrics["model"][f"recall@{k}"] = metrics["model"].get(f"hr@{k}", 0.0)
-            metrics["model"][f"coverage@{k}"] = coverage_counts.get(k, 0) / catalog if catalog else 0.0
+            metrics["model"][f"coverage@{k}"] = (
+                coverage_counts.get(k, 0) / catalog if catalog else 0.0
+            )
         previous = None
         published_dir = exec_properties.get("published_dir") or ""
         previous_path = os.path.join(published_dir, METRICS_FILE)

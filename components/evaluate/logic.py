@@ -3,10 +3,11 @@
 Each eval user has one held-out item, so Recall@K equals HR@K; both are reported because users
 read either name. NDCG@K with one relevant item is 1 / log2(rank + 1) for a hit at 1-based rank.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import apache_beam as beam
 import numpy as np
@@ -130,7 +131,9 @@ def EvaluateRecalls(recalls, eval_examples, model_uri: str, ks: Sequence[int]): 
     return {"model": model, "popularity": popularity, "coverage": coverage}
 
 
-def bless(metrics: dict, catalog_size: int, config: dict, previous: dict | None) -> tuple[bool, list[str]]:
+def bless(
+    metrics: dict, catalog_size: int, config: dict, previous: dict | None
+) -> tuple[bool, list[str]]:
     """Decides whether a run may be published; returns (blessed, reasons it was not).
 
     Args:

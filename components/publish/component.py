@@ -1,5 +1,6 @@
 """Publish: if blessed, switch OUTPUT/published to this run's tables in one rename; always write
 OUTPUT/run_summary.json and OUTPUT/report/."""
+
 from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import channel_utils, component_spec, standard_artifacts
 

@@ -1,4 +1,5 @@
 """Publish executor: gather every stage's counts, publish if blessed, write summary and report."""
+
 from __future__ import annotations
 
 import datetime
@@ -56,7 +57,7 @@ class Executor(base_executor.BaseExecutor):
         ingest["quarantine_path"] = _uri(input_dict, "quarantine")
         sequences = common.read_summary(_uri(input_dict, "sequences_report"))
         train = common.read_json(os.path.join(model_uri, task.TRAIN_SUMMARY_FILE))
-        run_id = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        run_id = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S%fZ")
 
         item_vectors = pq.read_table(
             os.path.join(model_uri, "item_vectors", export.ITEM_VECTORS_FILE)
@@ -82,7 +83,7 @@ class Executor(base_executor.BaseExecutor):
         summary = {
             "status": "published" if blessed else "not_blessed",
             "run_id": run_id,
-            "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            "finished_at": datetime.datetime.now(datetime.UTC).isoformat(),
             "input": exec_properties["input_base"],
             "output": output_dir,
             "ingest": ingest,

@@ -7,6 +7,7 @@ A release is written under `releases/.staging-<run_id>`, renamed into place, and
 is switched with one `os.replace` of a fresh symlink, which is atomic on POSIX: a reader sees the
 old set or the new one, never a mix, and a run that fails before the switch changes nothing.
 """
+
 from __future__ import annotations
 
 import glob

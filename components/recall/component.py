@@ -3,6 +3,7 @@
 The pipeline runs it twice with the same code: on `eval` histories (what Evaluate scores) and on
 `serving` histories (what Publish publishes).
 """
+
 from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.types import channel_utils, component_spec, standard_artifacts
 

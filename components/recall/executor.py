@@ -1,4 +1,5 @@
 """Recall executor: unpack artifacts, run `RecallUsers`, write Parquet and a summary."""
+
 from __future__ import annotations
 
 import os

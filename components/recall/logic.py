@@ -6,9 +6,10 @@ search of depth k = top_n + max(v in batch) followed by dropping visited items i
 heuristic over-fetch. When the catalog holds fewer than top_n unvisited items, the user gets them
 all and is counted as short.
 """
+
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import apache_beam as beam
 import faiss
@@ -64,7 +65,7 @@ def exact_top_n(
     depth = min(index.ntotal, top_n + max(len(v) for v in visited_sets))
     scores, ids = index.search(np.ascontiguousarray(user_vectors, dtype=np.float32), depth)
     results = []
-    for row_ids, row_scores, seen in zip(ids, scores, visited_sets):
+    for row_ids, row_scores, seen in zip(ids, scores, visited_sets, strict=True):
         keep = np.fromiter((i >= 0 and i not in seen for i in row_ids), bool, len(row_ids))
         results.append((row_ids[keep][:top_n].astype(np.int64), row_scores[keep][:top_n]))
     return results
@@ -103,7 +104,7 @@ class RecallFn(beam.DoFn):
         user_vectors = export.augment_user_vectors(raw)
         visited = [self._visited_indices(common.bytes_values(e, F.VISITED)) for e in examples]
         results = exact_top_n(self._index, user_vectors, visited, self._top_n)
-        for example, vector, (ids, scores) in zip(examples, user_vectors, results):
+        for example, vector, (ids, scores) in zip(examples, user_vectors, results, strict=True):
             user_id = common.bytes_values(example, F.USER_ID)[0].decode("utf-8")
             label = common.bytes_values(example, F.LABEL)
             self._users.inc()
@@ -130,7 +131,7 @@ def RecallUsers(histories, model_uri: str, top_n: int, batch_size: int):  # noqa
     batches = histories | "BatchUsers" >> beam.BatchElements(
         min_batch_size=min(64, batch_size), max_batch_size=batch_size
     )
-    outputs = batches | "PredictAndSearch" >> beam.ParDo(
-        RecallFn(model_uri, top_n)
-    ).with_outputs(RecallFn.USER_VECTORS, main="recalls")
+    outputs = batches | "PredictAndSearch" >> beam.ParDo(RecallFn(model_uri, top_n)).with_outputs(
+        RecallFn.USER_VECTORS, main="recalls"
+    )
     return {"recalls": outputs.recalls, "user_vectors": outputs[RecallFn.USER_VECTORS]}

@@ -1,4 +1,5 @@
 """Sequences: per-user time-ordered histories -> train / eval / serving Examples."""
+
 from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.types import component_spec, standard_artifacts
 

@@ -1,4 +1,5 @@
 """Sequences executor: unpack artifacts, gate on anomalies, run `BuildSequences`."""
+
 from __future__ import annotations
 
 import os

@@ -10,10 +10,11 @@ For a user with events e_0..e_{n-1}, ordered by (timestamp, input order):
 
 Item ids stay raw bytes here; the Transform graph maps them to vocabulary keys.
 """
+
 from __future__ import annotations
 
 import collections
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import apache_beam as beam
 import tensorflow as tf
@@ -59,25 +60,34 @@ def build_user_examples(
 
     for i, label in enumerate(train_items):
         history = train_items[max(0, i - max_history) : i]
-        yield F.TRAIN_SPLIT, common.make_example(
-            {F.USER_ID: [user], F.HISTORY: history, F.LABEL: [label], F.VISITED: []}
+        yield (
+            F.TRAIN_SPLIT,
+            common.make_example(
+                {F.USER_ID: [user], F.HISTORY: history, F.LABEL: [label], F.VISITED: []}
+            ),
         )
     if holdout:
-        yield F.EVAL_SPLIT, common.make_example(
+        yield (
+            F.EVAL_SPLIT,
+            common.make_example(
+                {
+                    F.USER_ID: [user],
+                    F.HISTORY: train_items[-max_history:],
+                    F.LABEL: [items[-1]],
+                    F.VISITED: unique_in_order(train_items),
+                }
+            ),
+        )
+    yield (
+        F.SERVING_SPLIT,
+        common.make_example(
             {
                 F.USER_ID: [user],
-                F.HISTORY: train_items[-max_history:],
-                F.LABEL: [items[-1]],
-                F.VISITED: unique_in_order(train_items),
+                F.HISTORY: items[-max_history:],
+                F.LABEL: [],
+                F.VISITED: unique_in_order(items),
             }
-        )
-    yield F.SERVING_SPLIT, common.make_example(
-        {
-            F.USER_ID: [user],
-            F.HISTORY: items[-max_history:],
-            F.LABEL: [],
-            F.VISITED: unique_in_order(items),
-        }
+        ),
     )
 
 
@@ -125,8 +135,13 @@ class _HistogramFn(beam.CombineFn):
         return {str(k): v for k, v in sorted(acc.items())}
 
 
-def summarize(histogram: dict[str, int], split_counts: dict[str, int], distinct_items: int,
-              max_history: int, min_events_for_holdout: int) -> dict:
+def summarize(
+    histogram: dict[str, int],
+    split_counts: dict[str, int],
+    distinct_items: int,
+    max_history: int,
+    min_events_for_holdout: int,
+) -> dict:
     """Returns the sequences stage's summary from its combined counts."""
     users = sum(histogram.values())
     events = sum(int(k) * v for k, v in histogram.items())

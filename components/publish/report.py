@@ -1,0 +1,123 @@
+"""The run report: one self-contained HTML page with PNG plots, written into OUTPUT/report/."""
+
+from __future__ import annotations
+
+import html
+import os
+import shutil
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _save(fig, folder, name):
+    fig.tight_layout()
+    fig.savefig(os.path.join(folder, name), dpi=90)
+    plt.close(fig)
+    return name
+
+
+def _plots(folder, item_counts, history_lengths, metrics_at_k, popularity_metrics_at_k, top1):
+    plots, notes = [], []
+    if len(item_counts):
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        counts = np.sort(np.asarray(item_counts))[::-1]
+        ax.loglog(np.arange(1, len(counts) + 1), np.maximum(counts, 1))
+        ax.set(xlabel="item rank", ylabel="training clicks", title="Item popularity")
+        plots.append(_save(fig, folder, "item_popularity.png"))
+    else:
+        notes.append("item popularity: no items")
+    if len(history_lengths):
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        ax.hist(history_lengths, bins=50, log=True)
+        ax.set(xlabel="events per user", ylabel="users", title="User history length")
+        plots.append(_save(fig, folder, "history_length.png"))
+    else:
+        notes.append("history length: no users")
+    if metrics_at_k:
+        ks = sorted(metrics_at_k)
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for name, style in (("hr", "-o"), ("ndcg", "-s")):
+            ax.plot(ks, [metrics_at_k[k].get(name, 0) for k in ks], style, label=f"model {name}")
+            if popularity_metrics_at_k:
+                ax.plot(
+                    ks,
+                    [popularity_metrics_at_k.get(k, {}).get(name, 0) for k in ks],
+                    "--",
+                    label=f"popularity {name}",
+                )
+        ax.set(xlabel="K", ylabel="metric", title="Holdout metrics at K")
+        ax.legend()
+        plots.append(_save(fig, folder, "metrics_at_k.png"))
+    if top1 is not None and len(top1):
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        ax.hist(top1, bins=50)
+        ax.set(xlabel="score", ylabel="users", title="Top-1 recall score")
+        plots.append(_save(fig, folder, "top1_scores.png"))
+    elif top1 is not None:
+        notes.append("top-1 scores: no recalls")
+    return plots, notes
+
+
+def _table(data: dict) -> str:
+    rows = []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            cell = _table(value) if value else "{}"
+        elif isinstance(value, list) and value and isinstance(value[0], dict):
+            cell = "".join(_table(v) for v in value[:20])
+        else:
+            cell = html.escape(str(value))
+        rows.append(f"<tr><th>{html.escape(str(key))}</th><td>{cell}</td></tr>")
+    return "<table>" + "".join(rows) + "</table>"
+
+
+def write_report(
+    report_dir: str,
+    summary: dict,
+    *,
+    item_counts: np.ndarray,
+    history_lengths: np.ndarray,
+    metrics_at_k: dict[int, dict[str, float]],
+    top1_scores: np.ndarray | None = None,
+    popularity_metrics_at_k: dict[int, dict[str, float]] | None = None,
+) -> str:
+    """Writes index.html and its PNGs into `report_dir` (replaced whole); returns the page path."""
+    staging = f"{report_dir.rstrip('/')}.tmp-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    os.makedirs(staging)
+    plots, notes = _plots(
+        staging, item_counts, history_lengths, metrics_at_k, popularity_metrics_at_k, top1_scores
+    )
+    metric_rows = "".join(
+        f"<tr><td>{k}</td>"
+        + "".join(f"<td>{m.get(name, 0):.4f}</td>" for name in ("hr", "ndcg", "coverage"))
+        + f"<td>{(popularity_metrics_at_k or {}).get(k, {}).get('hr', 0):.4f}</td></tr>"
+        for k, m in sorted(metrics_at_k.items())
+    )
+    sections = "".join(
+        f"<h2>{html.escape(str(name))}</h2>{_table(value)}"
+        for name, value in summary.items()
+        if isinstance(value, dict)
+    )
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>offline-recall run</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:2px 6px;text-align:left;vertical-align:top}}</style></head>
+<body><h1>offline-recall run: {html.escape(str(summary.get("status")))}</h1>
+<p>finished {html.escape(str(summary.get("finished_at")))}</p>
+<h2>Holdout metrics</h2><table><tr><th>K</th><th>HR</th><th>NDCG</th><th>coverage</th>
+<th>popularity HR</th></tr>{metric_rows}</table>
+{"".join(f'<p><img src="{p}" alt="{p}"></p>' for p in plots)}
+{"".join(f"<p>{html.escape(n)}</p>" for n in notes)}
+{sections}</body></html>"""
+    with open(os.path.join(staging, "index.html"), "w", encoding="utf-8") as f:
+        f.write(page)
+    old = f"{report_dir.rstrip('/')}.old-{os.getpid()}"
+    if os.path.exists(report_dir):
+        os.rename(report_dir, old)
+    os.rename(staging, report_dir)
+    shutil.rmtree(old, ignore_errors=True)
+    return os.path.join(report_dir, "index.html")

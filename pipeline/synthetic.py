@@ -1,0 +1,135 @@
+"""The embedded synthetic click log: seeded, with real structure for a recommender to learn.
+
+Items belong to clusters and have power-law popularity. Each user has a taste (a Dirichlet mix
+over a few clusters) and clicks in a sticky Markov walk: the next item usually comes from the
+same cluster as the previous one, sometimes from another cluster of the user's taste. A few item
+ids hold commas, quotes, spaces, non-ASCII and newlines, to exercise byte-exact id handling.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import os
+
+import numpy as np
+
+HEADER = ["user_id", "item_id", "timestamp", "session"]
+NASTY_ITEM_IDS = ["i,comma", 'i "quoted"', "i space", "caf\u00e9", "\u5546\u54c1", "line\nbreak"]
+
+
+def item_ids(num_items: int) -> list[str]:
+    """Item ids in index order; the first few are the nasty ones (popular enough to matter)."""
+    ids = [f"i{i:04d}" for i in range(num_items)]
+    for k, nasty in enumerate(NASTY_ITEM_IDS[: max(0, num_items // 50)]):
+        ids[k * 7 % num_items] = nasty
+    return ids
+
+
+def item_clusters(num_items: int, num_clusters: int, seed: int = 7) -> np.ndarray:
+    """Returns each item's cluster, as `generate_clicks` assigns them for the same seed."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, num_clusters, num_items)
+
+
+def _events(rng, num_users, num_items, num_clusters, mean_events, clusters):
+    popularity = 1.0 / np.arange(1, num_items + 1) ** 0.9
+    rng.shuffle(popularity)
+    members = [np.flatnonzero(clusters == c) for c in range(num_clusters)]
+    cluster_p = [popularity[m] / popularity[m].sum() if len(m) else None for m in members]
+    nonempty = np.array([len(m) > 0 for m in members])
+    for u in range(num_users):
+        n = max(2, int(rng.lognormal(np.log(mean_events) - 0.5, 1.0)))
+        taste_clusters = rng.choice(
+            np.flatnonzero(nonempty), size=min(3, nonempty.sum()), replace=False
+        )
+        weights = rng.dirichlet(np.ones(len(taste_clusters)))
+        current = rng.choice(taste_clusters, p=weights)
+        seen: set[int] = set()
+        items = []
+        for _ in range(n):
+            if rng.random() > 0.8:
+                current = rng.choice(taste_clusters, p=weights)
+            pool = members[current]
+            item = int(rng.choice(pool, p=cluster_p[current]))
+            if item in seen:  # one retry keeps repeats rare without forbidding them
+                item = int(rng.choice(pool, p=cluster_p[current]))
+            seen.add(item)
+            items.append(item)
+        yield u, items
+
+
+def _rows(seed, num_users, num_items, num_clusters, mean_events_per_user, start_timestamp):
+    rng = np.random.default_rng(seed)
+    clusters = item_clusters(num_items, num_clusters, seed)
+    ids = item_ids(num_items)
+    span = 30 * 86400
+    for u, items in _events(
+        rng, num_users, num_items, num_clusters, mean_events_per_user, clusters
+    ):
+        t = start_timestamp + int(rng.integers(0, span // 2))
+        gaps = rng.exponential(span / 2 / max(len(items), 1), len(items)).astype(np.int64)
+        for k, item in enumerate(items):
+            t += int(gaps[k])
+            yield [f"u{u:05d}", ids[item], str(t), f"s{u}-{k // 10}"]
+
+
+def generate_clicks(
+    path: str,
+    *,
+    seed: int = 7,
+    num_users: int = 1500,
+    num_items: int = 800,
+    num_clusters: int = 20,
+    mean_events_per_user: int = 30,
+    start_timestamp: int = 1_700_000_000,
+) -> dict:
+    """Writes the synthetic log as an RFC 4180 CSV at `path`; returns rows, users and items."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    rows = users = 0
+    seen_items = set()
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(HEADER)
+        last_user = None
+        for row in _rows(
+            seed, num_users, num_items, num_clusters, mean_events_per_user, start_timestamp
+        ):
+            writer.writerow(row)
+            rows += 1
+            seen_items.add(row[1])
+            if row[0] != last_user:
+                users, last_user = users + 1, row[0]
+    return {"rows": rows, "users": users, "items": len(seen_items)}
+
+
+def generate_spans(folder: str, *, days: int = 3, **kwargs) -> list[str]:
+    """Writes the same kind of log split into daily `YYYY-MM-DD/clicks.csv` folders by UTC date."""
+    kwargs.setdefault("start_timestamp", 1_700_000_000)
+    by_day: dict[str, list[list[str]]] = {}
+    args = {
+        k: kwargs.get(k, d)
+        for k, d in (
+            ("seed", 7),
+            ("num_users", 1500),
+            ("num_items", 800),
+            ("num_clusters", 20),
+            ("mean_events_per_user", 30),
+            ("start_timestamp", 1_700_000_000),
+        )
+    }
+    first_day = args["start_timestamp"] // 86400
+    for row in _rows(**args):
+        day = min(int(row[2]) // 86400 - first_day, days - 1) if days > 0 else 0
+        date = datetime.date(1970, 1, 1) + datetime.timedelta(days=first_day + day)
+        by_day.setdefault(date.isoformat(), []).append(row)
+    written = []
+    for date, rows in sorted(by_day.items()):
+        path = os.path.join(folder, date, "clicks.csv")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(HEADER)
+            writer.writerows(rows)
+        written.append(path)
+    return written
