@@ -17,7 +17,7 @@ import traceback
 import warnings
 
 # TensorFlow reads this when it is first imported; its C++ start-up chatter is not for users.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # Library deprecation notices at import time are not for users; the log keeps later ones.
 warnings.filterwarnings("ignore", category=FutureWarning)
 warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -75,7 +75,7 @@ class _ProgressHandler(logging.Handler):
             name = str(record.args[0])
             seconds = time.time() - self._started
             self.timings[name] = round(seconds, 1)
-            n = self._stages.index(name) + 1 if name in self._stages else 0
+            n = len(self.timings)
             self._out.write(f"[{n:2d}/{len(self._stages)}] {name:<20s} done in {seconds:6.1f}s\n")
             self._out.flush()
             self.current = None

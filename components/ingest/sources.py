@@ -101,9 +101,9 @@ def _csv_text(path: str) -> io.TextIOWrapper:
     )
 
 
-def _csv_header(path: str, text) -> list[str]:
+def _csv_header(path: str, reader) -> list[str]:
     try:
-        header = next(csv.reader(text))
+        header = next(reader)
     except StopIteration:
         raise IngestError(f"{path}: empty file, no header row") from None
     except csv.Error as e:
@@ -127,7 +127,7 @@ def preflight_file(f: InputFile) -> bool:
         if f.format == CSV:
             with _csv_text(f.path) as text:
                 try:
-                    header = _csv_header(f.path, text)
+                    header = _csv_header(f.path, csv.reader(text))
                 except UnicodeDecodeError as e:
                     raise IngestError(f"{f.path}: not a text CSV file: {e}") from e
                 if any("\x00" in h or "\udc80" <= h[:1] <= "\udcff" for h in header if h):
@@ -187,8 +187,9 @@ def _record(f: InputFile, row_number: int, **payload) -> dict:
 def read_csv(f: InputFile) -> Iterator[dict]:
     """Yields raw records of an RFC 4180 CSV; quoted fields may hold commas, quotes, newlines."""
     with _csv_text(f.path) as text:
-        header = _csv_header(f.path, text)
+        # One reader for header and rows, so line_num counts physical lines from the top.
         reader = csv.reader(text)
+        header = _csv_header(f.path, reader)
         while True:
             start_line = reader.line_num + 1
             try:

@@ -1,0 +1,57 @@
+"""The run report: PNGs are real, the page references them and escapes what it shows."""
+
+import os
+
+import numpy as np
+
+from offline_recall.components.publish import report
+
+
+def test_report_files_and_escaping(tmp_path):
+    summary = {
+        "status": "published",
+        "finished_at": "now",
+        "ingest": {"rows_read": 10, "reasons": {"<script>alert(1)</script>": 1}},
+    }
+    page = report.write_report(
+        str(tmp_path / "report"),
+        summary,
+        item_counts=np.array([50, 20, 5, 1]),
+        history_lengths=np.array([1, 2, 2, 9]),
+        metrics_at_k={10: {"hr": 0.1234, "ndcg": 0.05}, 50: {"hr": 0.4321, "ndcg": 0.1}},
+        popularity_metrics_at_k={10: {"hr": 0.01}},
+        top1_scores=np.array([1.0, 2.0]),
+    )
+    text = open(page, encoding="utf-8").read()
+    pngs = [n for n in os.listdir(tmp_path / "report") if n.endswith(".png")]
+    assert len(pngs) == 4
+    for name in pngs:
+        data = (tmp_path / "report" / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000
+        assert f'src="{name}"' in text
+    assert "0.4321" in text and "<script>" not in text and "&lt;script&gt;" in text
+
+
+def test_report_with_empty_inputs(tmp_path):
+    page = report.write_report(
+        str(tmp_path / "r"),
+        {"status": "x"},
+        item_counts=np.array([]),
+        history_lengths=np.array([]),
+        metrics_at_k={},
+        top1_scores=np.array([]),
+    )
+    assert "no items" in open(page, encoding="utf-8").read()
+    # Rewriting replaces the folder whole.
+    report.write_report(
+        str(tmp_path / "r"),
+        {"status": "y"},
+        item_counts=np.array([3, 1]),
+        history_lengths=np.array([2]),
+        metrics_at_k={},
+    )
+    assert set(os.listdir(tmp_path / "r")) == {
+        "item_popularity.png",
+        "history_length.png",
+        "index.html",
+    }
