@@ -5,8 +5,10 @@ PYTHON ?= python3.11
 VENV := .venv
 PIP := $(VENV)/bin/pip
 PY := $(VENV)/bin/python
-# The machine's pip config lists local mirrors that may be absent; keep their warnings out.
-QUIET_PIP := 2>&1 | grep -v "^WARNING: Location" || true
+# The machine's pip config may list local mirrors that are absent: pip's output goes to a log,
+# shown (without those warnings) only when a step fails.
+PIP_LOG := $(VENV)/pip.log
+QUIET_PIP = > $(PIP_LOG) 2>&1 || { grep -v "^WARNING: Location" $(PIP_LOG); exit 1; }
 
 .PHONY: install lint format test test-fast e2e clean
 
