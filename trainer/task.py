@@ -106,9 +106,14 @@ def run_fn(fn_args) -> None:
         )
     )
     train_seconds = time.time() - started
-    eval_loss = estimator.evaluate(
-        input_fn(fn_args.eval_files, feature_spec, 1024, 1, shuffle=False, seed=seed)
-    )["loss"]
+    # No user may have enough events for a holdout; Evaluate then refuses to bless.
+    eval_loss = None
+    if count_records(fn_args.eval_files) > 0:
+        eval_loss = float(
+            estimator.evaluate(
+                input_fn(fn_args.eval_files, feature_spec, 1024, 1, shuffle=False, seed=seed)
+            )["loss"]
+        )
 
     estimator.export_saved_model(
         fn_args.serving_model_dir, export.serving_receiver_fn(tf_transform_output)
@@ -127,7 +132,7 @@ def run_fn(fn_args) -> None:
         "num_classes": num_classes,
         "global_step": int(estimator.get_variable_value("global_step")),
         "train_seconds": round(train_seconds, 2),
-        "eval_loss": float(eval_loss),
+        "eval_loss": eval_loss,
         "params": params,
         "embeddings_tied": False,
         "item_vector": "softmax kernel row with its bias appended",
