@@ -1,7 +1,7 @@
 """Sequences: per-user time-ordered histories -> train / eval / serving Examples."""
 
 from tfx.dsl.components.base import base_beam_component, executor_spec
-from tfx.types import component_spec, standard_artifacts
+from tfx.types import channel_utils, component_spec, standard_artifacts
 
 from offline_recall.components import artifacts
 from offline_recall.components.sequences import executor
@@ -36,13 +36,7 @@ class Sequences(base_beam_component.BaseBeamComponent):
                 examples=examples,
                 anomalies=anomalies,
                 custom_config=custom_config,
-                sequences=_channel(standard_artifacts.Examples),
-                report=_channel(artifacts.StageReport),
+                sequences=channel_utils.as_channel([standard_artifacts.Examples()]),
+                report=channel_utils.as_channel([artifacts.StageReport()]),
             )
         )
-
-
-def _channel(artifact_type):
-    from tfx.types import channel_utils
-
-    return channel_utils.as_channel([artifact_type()])
