@@ -20,6 +20,7 @@ import csv
 import json
 import math
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -72,6 +73,11 @@ def score(recalls_dir: str, targets: dict[str, str], catalog: set[str]) -> dict[
     return out
 
 
+def peak_rss_gib() -> float:
+    """The largest resident set of any finished pipeline run so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--input", required=True)
@@ -89,9 +95,9 @@ def main() -> int:
     print(f"users {len(targets)}, catalog {len(catalog)}")
     print(
         "| config | seed | HR@10 | HR@50 | HR@100 | NDCG@10 | NDCG@50 | NDCG@100 | cov@50 "
-        "| train s | run s |"
+        "| train s | epochs | run s | peak RSS GiB |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, overrides in configs.items():
         for seed in args.seeds:
             out = os.path.join(args.work, f"{name}-{seed}")
@@ -129,7 +135,8 @@ def main() -> int:
                 f"| {name} | {seed} | {m['hr@10']:.4f} | {m['hr@50']:.4f} | {m['hr@100']:.4f} "
                 f"| {m['ndcg@10']:.4f} | {m['ndcg@50']:.4f} | {m['ndcg@100']:.4f} "
                 f"| {m['coverage@50']:.4f} | {summary['trainer']['train_seconds']:.0f} "
-                f"| {run_s:.0f} |",
+                f"| {summary['trainer'].get('best_epochs', '')} | {run_s:.0f} "
+                f"| {peak_rss_gib():.1f} |",
                 flush=True,
             )
     return 0

@@ -32,6 +32,7 @@ DEFAULTS: dict[str, Any] = {
         "fail_on_anomalies": True,
     },
     "sequences": {
+        # The most recent items a history (and a training sequence piece) keeps.
         "max_history": 50,
         # Users with at least this many events have their last event held out for evaluation.
         "min_events_for_holdout": 3,
@@ -42,15 +43,43 @@ DEFAULTS: dict[str, Any] = {
         "num_oov_buckets": 1,
     },
     "trainer": {
-        "encoder": "mean_mlp",
-        "loss": "sampled_softmax",
+        # "self_attention" (SASRec-style) or "mean_mlp" (YouTube DNN).
+        "encoder": "self_attention",
+        # "per_position": every history slot predicts the next item (one example per user
+        # sequence piece); "last_position": one example per training event (sliding windows).
+        "objective": "per_position",
+        # "auto" = full_softmax up to full_softmax_max_classes items, else sampled_softmax;
+        # or one of full_softmax, sampled_softmax, nce, in_batch.
+        "loss": "auto",
+        "full_softmax_max_classes": 5000,
+        # Negatives per batch (sampled_softmax, nce), or the most in-batch candidates (in_batch).
+        "num_sampled": 1000,
+        # sampled_softmax / nce: "unigram" (TFT vocabulary counts) or "log_uniform".
+        "sampler": "unigram",
+        "sampler_distortion": 1.0,
+        # in_batch only.
+        "temperature": 1.0,
+        "logq_correction": True,
+        # Score items with the input embedding table (then it is what is exported). Tying halves
+        # the item parameters; on MovieLens-100K it lifted HR@50 from 0.41 to 0.46.
+        "tie_embeddings": True,
         "embedding_dim": 64,
+        # mean_mlp's ReLU tower.
         "hidden_units": [128],
-        "num_sampled": 100,
-        "batch_size": 256,
-        "epochs": 10,
-        "learning_rate": 0.002,
-        "dropout": 0.1,
+        "batch_size": 64,
+        # The most epochs: an integer, or "auto" = enough epochs for the model to see
+        # `auto_epoch_positions` training targets (a position is one next-item prediction), kept
+        # in [5, 200]. That scales training with the data: MovieLens-100K (98k targets) gets 33
+        # epochs, a 250k-event log 15. Early stopping on the holdout may end training sooner.
+        "epochs": "auto",
+        "auto_epoch_positions": 3_200_000,
+        "eval_every_epochs": 5,
+        # Stop after this many evaluations without a better holdout HR@50 (0 = never stop early).
+        "early_stopping_patience": 2,
+        # Stop after the evaluation that passes this many seconds of training (null = no limit).
+        "max_train_seconds": None,
+        "learning_rate": 0.003,
+        "dropout": 0.3,
         "l2": 0.0,
         "seed": 42,
         # self_attention only.
@@ -153,13 +182,60 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
         "must be one of ['mean_mlp', 'self_attention']",
         tr["encoder"],
     )
+    for key, allowed in (
+        ("loss", ["auto", "full_softmax", "sampled_softmax", "nce", "in_batch"]),
+        ("objective", ["per_position", "last_position"]),
+        ("sampler", ["unigram", "log_uniform"]),
+    ):
+        _require(tr[key] in allowed, f"trainer.{key}", f"must be one of {allowed}", tr[key])
+    for key in ("temperature", "sampler_distortion", "learning_rate"):
+        _require(
+            isinstance(tr[key], (int, float)) and tr[key] > 0,
+            f"trainer.{key}",
+            "must be a number > 0",
+            tr[key],
+        )
     _require(
-        tr["loss"] in ("sampled_softmax", "nce"),
-        "trainer.loss",
-        "must be one of ['sampled_softmax', 'nce']",
-        tr["loss"],
+        isinstance(tr["dropout"], (int, float)) and 0 <= tr["dropout"] < 1,
+        "trainer.dropout",
+        "must be in [0, 1)",
+        tr["dropout"],
     )
-    for key in ("embedding_dim", "num_sampled", "batch_size", "epochs"):
+    _require(
+        tr["epochs"] == "auto" or (isinstance(tr["epochs"], int) and tr["epochs"] >= 1),
+        "trainer.epochs",
+        'must be "auto" or an integer >= 1',
+        tr["epochs"],
+    )
+    for key in ("early_stopping_patience", "eval_every_epochs"):
+        _require(
+            isinstance(tr[key], int) and tr[key] >= 0,
+            f"trainer.{key}",
+            "must be an integer >= 0",
+            tr[key],
+        )
+    _require(
+        tr["max_train_seconds"] is None
+        or (isinstance(tr["max_train_seconds"], (int, float)) and tr["max_train_seconds"] > 0),
+        "trainer.max_train_seconds",
+        "must be null or a number > 0",
+        tr["max_train_seconds"],
+    )
+    _require(
+        tr["encoder"] != "self_attention" or tr["embedding_dim"] % max(tr["num_heads"], 1) == 0,
+        "trainer.num_heads",
+        "must divide trainer.embedding_dim",
+        tr["num_heads"],
+    )
+    for key in (
+        "embedding_dim",
+        "num_sampled",
+        "batch_size",
+        "auto_epoch_positions",
+        "num_blocks",
+        "num_heads",
+        "full_softmax_max_classes",
+    ):
         _require(
             isinstance(tr[key], int) and tr[key] >= 1,
             f"trainer.{key}",

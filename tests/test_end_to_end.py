@@ -36,7 +36,13 @@ def _cli(*args, timeout=900):
 def _write_config(path, **sections):
     base = {
         "synthetic": {"num_users": 150, "num_items": 120, "mean_events_per_user": 12},
-        "trainer": {"epochs": 3, "embedding_dim": 16, "hidden_units": [32], "num_sampled": 20},
+        "trainer": {
+            "epochs": 4,
+            "eval_every_epochs": 2,
+            "early_stopping_patience": 1,
+            "embedding_dim": 16,
+            "num_blocks": 1,
+        },
         "recall": {"top_n": 20},
         "evaluate": {"ks": [5, 10, 20], "min_ratio_to_popularity": 0.0},
         "ingest": {"max_bad_fraction": 0.05},
@@ -94,6 +100,10 @@ def test_summary_counts_reconcile(first_run, clicks):
         assert 0.0 <= summary["evaluate"]["model"][f"hr@{k}"] <= 1.0
     assert "HR" in first_run["stdout"] and "published" in first_run["stdout"]
     assert (first_run["out"] / "report" / "index.html").exists()
+    trainer = summary["trainer"]
+    assert trainer["embeddings_tied"] and trainer["params"]["loss"] == "full_softmax"
+    assert 1 <= len(trainer["eval_history"]) <= 2
+    assert trainer["best_epochs"] in (2, 4)
 
 
 def test_published_recalls_exclude_visited_and_are_inner_products(first_run, clicks):

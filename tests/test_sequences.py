@@ -94,3 +94,31 @@ def test_build_sequences_transform():
         )
         assert_that(out["histogram"], equal_to([{"1": 1, "3": 1}]), label="Histogram")
         assert_that(out["distinct_items"], equal_to([3]), label="Items")
+
+
+def test_sequence_pieces_cover_each_training_event_once_newest_piece_longest():
+    items = [bytes([ord("a") + i]) for i in range(10)]
+    pieces = list(logic.training_pieces(items, 3, "sequences"))
+    assert pieces == [
+        (items[6:9], items[9]),
+        (items[2:5], items[5]),
+        (items[0:1], items[1]),
+    ]
+    counted = [i for history, label in pieces for i in [*history, label]]
+    assert sorted(counted) == items
+
+
+def test_sequence_mode_user_with_one_training_event_gets_an_empty_history():
+    out = {}
+    for split, example in logic.build_user_examples(
+        b"u", [(1, 1, b"x")], 5, 3, train_examples="sequences"
+    ):
+        out.setdefault(split, []).append(_decode(example))
+    assert [(e["history"], e["label"]) for e in out["train"]] == [([], [b"x"])]
+
+
+def test_unknown_train_example_mode_is_rejected():
+    import pytest
+
+    with pytest.raises(ValueError, match="train_examples"):
+        list(logic.training_pieces([b"a"], 3, "bags"))

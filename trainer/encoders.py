@@ -1,4 +1,10 @@
-"""History encoders: item-index histories -> user vectors. One function per `trainer.encoder`."""
+"""History encoders: item-index histories -> user vectors. One function per `trainer.encoder`.
+
+Every encoder returns `(user_vector [batch, dim], per_position [batch, max_len, dim])`. Row i of
+`per_position` encodes the history up to and including slot i only (it is causal), so the
+per-position objective can ask every slot to predict the next item; `user_vector` is the row at
+the last real slot, what serving uses.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +13,32 @@ import tensorflow as tf
 PAD = -1  # the index of an empty history slot.
 
 
-def dense_history(history_idx: tf.SparseTensor) -> tf.Tensor:
-    """Returns histories as a dense [batch, max_len] int64 tensor padded with PAD (-1)."""
-    return tf.sparse.to_dense(history_idx, default_value=PAD)
+def dense_history(history_idx) -> tf.Tensor:
+    """Returns histories as a dense [batch, max_len] int64 tensor padded with PAD (-1).
+
+    Accepts the SparseTensor the parser gives, or an already padded dense tensor.
+    """
+    if isinstance(history_idx, tf.SparseTensor):
+        history_idx = tf.sparse.to_dense(history_idx, default_value=PAD)
+    # A batch of empty histories has width 0; one PAD column keeps "the last slot" defined.
+    return tf.pad(history_idx, [[0, 0], [0, 1]], constant_values=PAD)
+
+
+def last_real(per_position: tf.Tensor, history: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Returns (rows at the last real slot [batch, dim], history lengths [batch] int32)."""
+    lengths = tf.reduce_sum(tf.cast(tf.not_equal(history, PAD), tf.int32), axis=1)
+    return tf.gather(per_position, tf.maximum(lengths - 1, 0), batch_dims=1), lengths
+
+
+def prefix_means(item_embeddings: tf.Tensor, history: tf.Tensor) -> tf.Tensor:
+    """Returns the mean embedding of every history prefix: [batch, max_len, dim].
+
+    Row i averages the real items in slots 0..i (histories are right-padded, so a PAD slot
+    repeats the mean of the whole history).
+    """
+    mask = tf.cast(tf.not_equal(history, PAD), tf.float32)[..., tf.newaxis]  # [B, L, 1]
+    embedded = tf.nn.embedding_lookup(item_embeddings, tf.maximum(history, 0)) * mask
+    return tf.cumsum(embedded, axis=1) / tf.maximum(tf.cumsum(mask, axis=1), 1.0)
 
 
 def masked_mean(item_embeddings: tf.Tensor, history: tf.Tensor) -> tf.Tensor:
@@ -47,16 +76,19 @@ def mean_mlp(
         training: whether dropout is active.
 
     Returns:
-        user_vector [batch, output_dim].
+        (user_vector [batch, output_dim], per_position [batch, max_len, output_dim]): the tower
+        applied to the mean of every prefix; an empty history gives the tower's output at 0.
     """
-    x = masked_mean(item_embeddings, history)
+    x = prefix_means(item_embeddings, history)
     for i, units in enumerate(hidden_units):
         x = tf.compat.v1.layers.dense(
             x, units, activation=tf.nn.relu, name=f"user_tower/hidden_{i}"
         )
         if dropout > 0:
             x = tf.compat.v1.layers.dropout(x, rate=dropout, training=training)
-    return tf.compat.v1.layers.dense(x, output_dim, name="user_tower/output")
+    per_position = tf.compat.v1.layers.dense(x, output_dim, name="user_tower/output")
+    user_vector, _ = last_real(per_position, history)
+    return user_vector, per_position
 
 
 def recency_positions(history: tf.Tensor) -> tf.Tensor:
@@ -89,6 +121,7 @@ def self_attention(
     num_blocks: int = 2,
     num_heads: int = 1,
     max_positions: int = 512,
+    attention_dropout: float = 0.0,
 ) -> tf.Tensor:
     """SASRec-style causal self-attention; the user vector is the output at the newest item.
 
@@ -103,9 +136,12 @@ def self_attention(
         num_blocks: attention blocks.
         num_heads: attention heads per block.
         max_positions: rows of the learned position table.
+        attention_dropout: rate on the attention probabilities (a [batch, L, L] mask per block:
+            the costliest dropout, so off by default).
 
     Returns:
-        user_vector [batch, output_dim]; an empty history gives a learned constant vector.
+        (user_vector [batch, output_dim], per_position [batch, max_len, output_dim]); an empty
+        history gives a learned constant user vector.
     """
     del hidden_units
     dim = item_embeddings.shape[1]
@@ -131,7 +167,7 @@ def self_attention(
         attended = tf.keras.layers.MultiHeadAttention(
             num_heads=num_heads,
             key_dim=dim // num_heads,
-            dropout=dropout,
+            dropout=attention_dropout,
             name=f"block_{block}/attention",
         )(normed, x, attention_mask=attention_mask, training=training)
         x = x + attended
@@ -144,10 +180,12 @@ def self_attention(
         ffn = tf.compat.v1.layers.dropout(ffn, rate=dropout, training=training)
         x = (x + ffn) * mask_f
     x = tf.keras.layers.LayerNormalization(epsilon=1e-6, name="final_ln")(x)
-    lengths = tf.reduce_sum(tf.cast(real, tf.int32), axis=1)
-    last = tf.gather(x, tf.maximum(lengths - 1, 0), batch_dims=1)  # [B, dim]
+    last, lengths = last_real(x, history)
     empty = tf.compat.v1.get_variable("empty_history", [dim], initializer=tf.zeros_initializer())
-    return tf.where((lengths > 0)[:, tf.newaxis], last, tf.broadcast_to(empty, tf.shape(last)))
+    user_vector = tf.where(
+        (lengths > 0)[:, tf.newaxis], last, tf.broadcast_to(empty, tf.shape(last))
+    )
+    return user_vector, x
 
 
 ENCODERS = {"mean_mlp": mean_mlp, "self_attention": self_attention}

@@ -1,46 +1,183 @@
-"""Losses over the item softmax. One function per `trainer.loss`; each returns per-example loss."""
+"""Losses over the item softmax. One function per `trainer.loss`; each returns per-row loss.
+
+Every loss scores a row's vector u against item i as the serving score `u . w_i + b_i` (the kernel
+row with its bias), so the exported item vectors rank exactly what training optimised. They share
+one signature: `loss(kernel, bias, labels, vectors, ctx)` with
+
+    kernel [num_classes, dim], bias [num_classes], labels [n] int64, vectors [n, dim],
+
+and a `LossContext` carrying the catalog facts and options, and return a [n] float32 loss.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
 import tensorflow as tf
 
+SAMPLERS = ("unigram", "log_uniform")
 
-def sampled_softmax(kernel, bias, labels, user_vectors, num_sampled: int, num_classes: int):
-    """Sampled softmax with the log-uniform sampler (the vocabulary is frequency-ordered).
 
-    Args:
-        kernel: [num_classes, dim] softmax weights.
-        bias: [num_classes].
-        labels: [batch] int64 target indices.
-        user_vectors: [batch, dim].
-        num_sampled: negatives per batch.
-        num_classes: rows of the kernel.
+@dataclasses.dataclass
+class LossContext:
+    """What a loss needs besides the tensors.
 
-    Returns:
-        [batch] loss.
+    Attributes:
+        num_classes: rows of the kernel (vocabulary plus OOV buckets).
+        num_sampled: negatives per batch (sampled losses), or the most in-batch candidates.
+        item_counts: [num_classes] training counts in index order (the TFT vocabulary's counts;
+            OOV buckets count 1), for the unigram sampler and the logQ correction.
+        sampler: "unigram" (fixed_unigram_candidate_sampler over item_counts) or "log_uniform".
+        sampler_distortion: unigram counts are raised to this power before sampling.
+        temperature: in_batch logits are divided by this.
+        logq_correction: in_batch subtracts log q(item) from every logit.
+        seed: op seed of the samplers.
+        sampled_values: a fixed (sampled, true_expected, sampled_expected) triple instead of
+            sampling; tests use it to check a loss against a hand-computed value.
     """
+
+    num_classes: int
+    num_sampled: int = 100
+    item_counts: np.ndarray | None = None
+    sampler: str = "unigram"
+    sampler_distortion: float = 1.0
+    temperature: float = 1.0
+    logq_correction: bool = True
+    seed: int | None = None
+    sampled_values: tuple | None = None
+
+    def counts(self) -> np.ndarray:
+        if self.item_counts is None:
+            raise ValueError("this loss needs item_counts (the vocabulary's training counts)")
+        counts = np.asarray(self.item_counts, dtype=np.float64)
+        if counts.shape != (self.num_classes,):
+            raise ValueError(f"item_counts has shape {counts.shape}, want ({self.num_classes},)")
+        return np.maximum(counts, 1.0)
+
+
+def logits(kernel: tf.Tensor, bias: tf.Tensor, vectors: tf.Tensor) -> tf.Tensor:
+    """Serving scores over the whole catalog: [n, dim] x [C, dim] -> [n, C]."""
+    return tf.matmul(vectors, kernel, transpose_b=True) + bias
+
+
+def sample_negatives(labels: tf.Tensor, ctx: LossContext):
+    """Returns (sampled [S], true_expected [n, 1], sampled_expected [S]) from the chosen sampler."""
+    if ctx.sampled_values is not None:
+        return ctx.sampled_values
+    true_classes = tf.reshape(tf.cast(labels, tf.int64), [-1, 1])
+    num_sampled = min(ctx.num_sampled, ctx.num_classes - 1)
+    if ctx.sampler == "log_uniform":
+        return tf.random.log_uniform_candidate_sampler(
+            true_classes, 1, num_sampled, unique=True, range_max=ctx.num_classes, seed=ctx.seed
+        )
+    if ctx.sampler == "unigram":
+        return tf.random.fixed_unigram_candidate_sampler(
+            true_classes,
+            1,
+            num_sampled,
+            unique=True,
+            range_max=ctx.num_classes,
+            distortion=ctx.sampler_distortion,
+            unigrams=[float(c) for c in ctx.counts()],
+            seed=ctx.seed,
+        )
+    raise ValueError(f"trainer.sampler must be one of {SAMPLERS}, got {ctx.sampler!r}")
+
+
+def full_softmax(kernel, bias, labels, vectors, ctx: LossContext) -> tf.Tensor:
+    """Exact softmax cross-entropy over every item; [n]. For catalogs that fit a [n, C] matrix."""
+    del ctx
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.cast(labels, tf.int64), logits=logits(kernel, bias, vectors)
+    )
+
+
+def sampled_softmax(kernel, bias, labels, vectors, ctx: LossContext) -> tf.Tensor:
+    """`tf.nn.sampled_softmax_loss`, accidental hits removed; [n]."""
     return tf.nn.sampled_softmax_loss(
         weights=kernel,
         biases=bias,
-        labels=tf.reshape(labels, [-1, 1]),
-        inputs=user_vectors,
-        num_sampled=num_sampled,
-        num_classes=num_classes,
+        labels=tf.reshape(tf.cast(labels, tf.int64), [-1, 1]),
+        inputs=vectors,
+        num_sampled=min(ctx.num_sampled, ctx.num_classes - 1),
+        num_classes=ctx.num_classes,
+        sampled_values=sample_negatives(labels, ctx),
         remove_accidental_hits=True,
+        seed=ctx.seed,
     )
 
 
-def nce(kernel, bias, labels, user_vectors, num_sampled: int, num_classes: int):
-    """Noise-contrastive estimation with the log-uniform sampler. Shapes as `sampled_softmax`."""
+def nce(kernel, bias, labels, vectors, ctx: LossContext) -> tf.Tensor:
+    """`tf.nn.nce_loss`, accidental hits removed; [n]."""
     return tf.nn.nce_loss(
         weights=kernel,
         biases=bias,
-        labels=tf.reshape(labels, [-1, 1]),
-        inputs=user_vectors,
-        num_sampled=num_sampled,
-        num_classes=num_classes,
+        labels=tf.reshape(tf.cast(labels, tf.int64), [-1, 1]),
+        inputs=vectors,
+        num_sampled=min(ctx.num_sampled, ctx.num_classes - 1),
+        num_classes=ctx.num_classes,
+        sampled_values=sample_negatives(labels, ctx),
         remove_accidental_hits=True,
     )
 
 
-LOSSES = {"sampled_softmax": sampled_softmax, "nce": nce}
+def in_batch_candidates(labels: tf.Tensor, ctx: LossContext) -> tf.Tensor:
+    """The batch's own labels as negatives: all of them, or `num_sampled` rows drawn uniformly.
+
+    Drawing rows (not distinct items) keeps the candidates distributed like item frequency, which
+    is what the logQ correction assumes, while bounding the [n, S] logits of the per-position
+    objective, whose n is every position of the batch.
+    """
+    if ctx.sampled_values is not None:
+        return ctx.sampled_values[0]
+    n = tf.shape(labels)[0]
+    take = tf.minimum(n, ctx.num_sampled)
+    rows = tf.random.shuffle(tf.range(n), seed=ctx.seed)[:take]
+    return tf.gather(labels, rows)
+
+
+def in_batch(kernel, bias, labels, vectors, ctx: LossContext) -> tf.Tensor:
+    """In-batch softmax (Yi et al., 2019): other rows' positives are the negatives; [n].
+
+    Row r's logits are [s(r, label_r), s(r, c_1), ..., s(r, c_S)] with s = (u . w + b) / T, minus
+    log q(item) when `logq_correction` (q = the item's share of training clicks, so popular items
+    are not over-penalised for being sampled often). A candidate equal to the row's own label is
+    an accidental hit and is masked out; the positive is always column 0.
+    """
+    labels = tf.cast(labels, tf.int64)
+    candidates = tf.cast(in_batch_candidates(labels, ctx), tf.int64)  # [S]
+    true_w = tf.gather(kernel, labels)  # [n, dim]
+    true_logit = (
+        tf.reduce_sum(vectors * true_w, axis=1, keepdims=True)
+        + tf.gather(bias, labels)[:, tf.newaxis]
+    )
+    cand_logits = tf.matmul(vectors, tf.gather(kernel, candidates), transpose_b=True) + tf.gather(
+        bias, candidates
+    )
+    all_logits = tf.concat([true_logit, cand_logits], axis=1) / ctx.temperature  # [n, 1 + S]
+    if ctx.logq_correction:
+        counts = ctx.counts()
+        log_q = tf.constant(np.log(counts / counts.sum()), tf.float32)  # [C]
+        ids = tf.concat(
+            [
+                labels[:, tf.newaxis],
+                tf.broadcast_to(candidates, [tf.shape(labels)[0], tf.shape(candidates)[0]]),
+            ],
+            axis=1,
+        )
+        all_logits -= tf.gather(log_q, ids)
+    hits = tf.equal(candidates[tf.newaxis, :], labels[:, tf.newaxis])  # [n, S]
+    hits = tf.concat([tf.zeros_like(hits[:, :1]), hits], axis=1)
+    all_logits = tf.where(hits, tf.fill(tf.shape(all_logits), -1e9), all_logits)
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.zeros_like(labels), logits=all_logits
+    )
+
+
+LOSSES = {
+    "full_softmax": full_softmax,
+    "sampled_softmax": sampled_softmax,
+    "nce": nce,
+    "in_batch": in_batch,
+}

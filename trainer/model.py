@@ -7,19 +7,80 @@ import tensorflow as tf
 from offline_recall.trainer import encoders, losses
 from offline_recall.trainer import features as F
 
+OBJECTIVES = ("per_position", "last_position")
+ITEM_EMBEDDINGS = "item_embeddings"
+EVAL_TOP_K = 50
+
+
+def output_kernel_name(params: dict) -> str:
+    """The variable whose rows are the item vectors (the input table when embeddings are tied)."""
+    return ITEM_EMBEDDINGS if params.get("tie_embeddings") else F.SOFTMAX_KERNEL
+
+
+def per_position_targets(
+    history: tf.Tensor, labels: tf.Tensor, per_position: tf.Tensor, user_vector: tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Pairs every real history slot with the item that follows it.
+
+    Slot i of a history predicts slot i + 1; the last real slot predicts the label. A row with an
+    empty history contributes its user vector (the empty-history vector) -> label.
+
+    Args:
+        history: [batch, L] int64, PAD (-1) after the last real item.
+        labels: [batch] int64, the item after the history.
+        per_position: [batch, L, dim] causal encoder outputs.
+        user_vector: [batch, dim].
+
+    Returns:
+        (vectors [n, dim], targets [n] int64), n = real slots + empty histories in the batch.
+    """
+    real = tf.not_equal(history, encoders.PAD)
+    lengths = tf.reduce_sum(tf.cast(real, tf.int32), axis=1)
+    pad_column = tf.fill([tf.shape(history)[0], 1], tf.constant(encoders.PAD, history.dtype))
+    following = tf.concat([history[:, 1:], pad_column], 1)
+    slots = tf.range(tf.shape(history)[1])[tf.newaxis, :]
+    is_last = tf.equal(slots, (lengths - 1)[:, tf.newaxis])
+    targets = tf.where(
+        is_last, tf.broadcast_to(labels[:, tf.newaxis], tf.shape(history)), following
+    )
+    where = tf.where(real)
+    empty = tf.equal(lengths, 0)
+    vectors = tf.concat(
+        [tf.gather_nd(per_position, where), tf.boolean_mask(user_vector, empty)], axis=0
+    )
+    return vectors, tf.concat([tf.gather_nd(targets, where), tf.boolean_mask(labels, empty)], 0)
+
+
+def history_mask(history: tf.Tensor, num_classes: int) -> tf.Tensor:
+    """[batch, num_classes] bool, True for items in the row's history (excluded from ranking)."""
+    rows = tf.broadcast_to(
+        tf.range(tf.shape(history, out_type=tf.int64)[0])[:, tf.newaxis], tf.shape(history)
+    )
+    real = tf.not_equal(history, encoders.PAD)
+    indices = tf.stack([tf.boolean_mask(rows, real), tf.boolean_mask(history, real)], axis=1)
+    marked = tf.scatter_nd(
+        indices,
+        tf.ones([tf.shape(indices)[0]], tf.int32),
+        tf.stack([tf.shape(history, out_type=tf.int64)[0], num_classes]),
+    )
+    return marked > 0
+
 
 def model_fn(features, labels, mode, params):
     """Estimator model_fn.
 
     Args:
-        features: {`history_idx`: SparseTensor [batch, <=max_history] int64}.
+        features: {`history_idx`: SparseTensor or PAD-padded dense [batch, <=max_history] int64}.
         labels: [batch] int64 target item indices (None when predicting).
         mode: a tf.estimator.ModeKeys.
-        params: num_classes, embedding_dim, hidden_units, dropout, encoder, loss, num_sampled,
+        params: num_classes, embedding_dim, hidden_units, dropout, encoder, encoder_options,
+            objective, tie_embeddings, loss, loss_context (a losses.LossContext),
             learning_rate, l2.
 
     Returns:
-        EstimatorSpec; predictions hold `user_vector` [batch, embedding_dim].
+        EstimatorSpec; predictions hold `user_vector` [batch, embedding_dim]. Training minimises
+        the chosen loss; evaluation reports the exact full-softmax loss of each history's next
+        item and `hit_rate_at_50`, the next item's rank among items outside the history.
     """
     training = mode == tf.estimator.ModeKeys.TRAIN
     num_classes = params["num_classes"]
@@ -27,11 +88,11 @@ def model_fn(features, labels, mode, params):
     history = encoders.dense_history(features[F.HISTORY_IDX])
 
     item_embeddings = tf.compat.v1.get_variable(
-        "item_embeddings",
+        ITEM_EMBEDDINGS,
         [num_classes, dim],
         initializer=tf.compat.v1.truncated_normal_initializer(stddev=1.0 / dim**0.5),
     )
-    user_vector = encoders.ENCODERS[params["encoder"]](
+    user_vector, per_position = encoders.ENCODERS[params["encoder"]](
         history,
         item_embeddings,
         params["hidden_units"],
@@ -41,25 +102,51 @@ def model_fn(features, labels, mode, params):
         **params.get("encoder_options", {}),
     )
     with tf.compat.v1.variable_scope("softmax"):
-        kernel = tf.compat.v1.get_variable(
-            "kernel",
-            [num_classes, dim],
-            initializer=tf.compat.v1.truncated_normal_initializer(stddev=1.0 / dim**0.5),
-        )
+        if params.get("tie_embeddings"):
+            kernel = item_embeddings
+        else:
+            kernel = tf.compat.v1.get_variable(
+                "kernel",
+                [num_classes, dim],
+                initializer=tf.compat.v1.truncated_normal_initializer(stddev=1.0 / dim**0.5),
+            )
         bias = tf.compat.v1.get_variable("bias", [num_classes], initializer=tf.zeros_initializer())
 
     if mode == tf.estimator.ModeKeys.PREDICT:
         return tf.estimator.EstimatorSpec(mode, predictions={F.USER_VECTOR: user_vector})
 
-    num_sampled = min(params["num_sampled"], num_classes - 1)
-    per_example = losses.LOSSES[params["loss"]](
-        kernel, bias, labels, user_vector, num_sampled, num_classes
-    )
-    loss = tf.reduce_mean(per_example)
+    labels = tf.reshape(tf.cast(labels, tf.int64), [-1])
+    if mode == tf.estimator.ModeKeys.EVAL:
+        scores = losses.logits(kernel, bias, user_vector)
+        loss = tf.reduce_mean(
+            tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=scores)
+        )
+        ranked = tf.where(
+            history_mask(history, num_classes), tf.fill(tf.shape(scores), -1e9), scores
+        )
+        hits = tf.math.in_top_k(
+            targets=tf.cast(labels, tf.int32),
+            predictions=ranked,
+            k=min(EVAL_TOP_K, num_classes),
+        )
+        return tf.estimator.EstimatorSpec(
+            mode,
+            loss=loss,
+            eval_metric_ops={
+                "hit_rate_at_50": tf.compat.v1.metrics.mean(tf.cast(hits, tf.float32))
+            },
+        )
+
+    if params.get("objective", "last_position") == "per_position":
+        vectors, targets = per_position_targets(history, labels, per_position, user_vector)
+    else:
+        vectors, targets = user_vector, labels
+    per_row = losses.LOSSES[params["loss"]](kernel, bias, targets, vectors, params["loss_context"])
+    loss = tf.reduce_mean(per_row)
     if params.get("l2", 0.0) > 0:
         loss += params["l2"] * (tf.nn.l2_loss(item_embeddings) + tf.nn.l2_loss(kernel))
-    if mode == tf.estimator.ModeKeys.EVAL:
-        return tf.estimator.EstimatorSpec(mode, loss=loss)
-    optimizer = tf.compat.v1.train.AdamOptimizer(params["learning_rate"])
-    train_op = optimizer.minimize(loss, global_step=tf.compat.v1.train.get_global_step())
+    optimizer = tf.compat.v1.train.AdamOptimizer(params["learning_rate"], beta2=0.98)
+    update_ops = tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.UPDATE_OPS)
+    with tf.control_dependencies(update_ops):
+        train_op = optimizer.minimize(loss, global_step=tf.compat.v1.train.get_global_step())
     return tf.estimator.EstimatorSpec(mode, loss=loss, train_op=train_op)

@@ -26,16 +26,19 @@ def _single_value(sparse: tf.SparseTensor) -> tf.Tensor:
 
 
 def preprocessing_fn(inputs: dict, custom_config: dict | None = None) -> dict:
-    """Builds the item vocabulary on training labels and maps histories and labels to indices.
+    """Builds the item vocabulary on training events and maps histories and labels to indices.
 
-    The vocabulary is analyzed on the `train` split, whose labels are each training event exactly
-    once, so its frequency order and counts are the items' training click counts; that order is
-    also what the log-uniform negative sampler assumes.
+    The vocabulary is analyzed on the `train` split. With window examples (the last-position
+    objective) its labels are each training event exactly once; with sequence pieces (the
+    per-position objective) history plus label are. Either way the frequency order and counts
+    are the items' training click counts, which the log-uniform sampler assumes and the unigram
+    sampler and the logQ correction read.
 
     Args:
         inputs: `history_items` SparseTensor [batch, <=max_history] bytes, `label_item`
             SparseTensor [batch, <=1] bytes (plus features this function ignores).
-        custom_config: {"transform": {"min_count", "num_oov_buckets"}}.
+        custom_config: {"transform": {"min_count", "num_oov_buckets"},
+            "trainer": {"objective"}}.
 
     Returns:
         `history_idx` SparseTensor [batch, <=max_history] int64 and `label_idx` [batch] int64;
@@ -45,17 +48,20 @@ def preprocessing_fn(inputs: dict, custom_config: dict | None = None) -> dict:
     min_count = int(config.get("min_count", 1))
     num_oov_buckets = int(config.get("num_oov_buckets", 1))
 
+    per_position = (custom_config or {}).get("trainer", {}).get("objective") == "per_position"
+
     label_keys = id_to_key(_single_value(inputs[F.LABEL]))
-    vocab = tft.vocabulary(label_keys, vocab_filename=F.ITEM_VOCAB, frequency_threshold=min_count)
+    history = inputs[F.HISTORY]
+    history_keys = tf.SparseTensor(history.indices, id_to_key(history.values), history.dense_shape)
+    counted = tf.concat([label_keys, history_keys.values], 0) if per_position else label_keys
+    vocab = tft.vocabulary(counted, vocab_filename=F.ITEM_VOCAB, frequency_threshold=min_count)
     # The counts live in a second file: apply_vocabulary reads only files without frequencies.
     tft.vocabulary(
-        label_keys,
+        counted,
         vocab_filename=F.ITEM_VOCAB_COUNTS,
         frequency_threshold=min_count,
         store_frequency=True,
     )
-    history = inputs[F.HISTORY]
-    history_keys = tf.SparseTensor(history.indices, id_to_key(history.values), history.dense_shape)
     return {
         F.HISTORY_IDX: tft.apply_vocabulary(history_keys, vocab, num_oov_buckets=num_oov_buckets),
         F.LABEL_IDX: tft.apply_vocabulary(label_keys, vocab, num_oov_buckets=num_oov_buckets),

@@ -39,13 +39,21 @@ def check_anomalies(anomalies_uri: str) -> None:
         )
 
 
-def _write_summary(_, report_uri, histogram, distinct_items, train, eval_, serving, config):
+def train_examples_mode(config: dict) -> str:
+    """The trainer's objective decides the train examples: per_position -> whole sequences."""
+    objective = config.get("trainer", {}).get("objective", "last_position")
+    return "sequences" if objective == "per_position" else "windows"
+
+
+def _write_summary(_, report_uri, histogram, distinct_items, train, eval_, serving, full_config):
+    config = full_config.get("sequences", full_config)
     summary = logic.summarize(
         histogram,
         {F.TRAIN_SPLIT: train, F.EVAL_SPLIT: eval_, F.SERVING_SPLIT: serving},
         distinct_items,
         config["max_history"],
         config["min_events_for_holdout"],
+        train_examples_mode(full_config),
     )
     if summary["users"] == 0:
         raise StageError("sequences: the click examples hold no users")
@@ -78,7 +86,9 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             ]
             merged = clicks_pcolls | "FlattenClickSplits" >> beam.Flatten()
             built = merged | "BuildSequences" >> logic.BuildSequences(
-                seq_config["max_history"], seq_config["min_events_for_holdout"]
+                seq_config["max_history"],
+                seq_config["min_events_for_holdout"],
+                train_examples_mode(config),
             )
             counts = {}
             for split in F.SEQUENCE_SPLITS:
@@ -99,6 +109,6 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                     beam.pvalue.AsSingleton(counts[F.TRAIN_SPLIT]),
                     beam.pvalue.AsSingleton(counts[F.EVAL_SPLIT]),
                     beam.pvalue.AsSingleton(counts[F.SERVING_SPLIT]),
-                    seq_config,
+                    config,
                 )
             )

@@ -3,9 +3,15 @@
 For a user with events e_0..e_{n-1}, ordered by (timestamp, input order):
 - if n >= min_events_for_holdout, e_{n-1} is held out: it becomes the user's `eval` example
   (history e_0..e_{n-2}, visited = their items), and training sees only e_0..e_{n-2};
-- every training event e_i becomes one `train` example: history e_{max(0,i-H)}..e_{i-1} -> e_i,
-  including e_0 with an empty history, so the label counts are exactly the training item counts
-  that the frequency-sorted vocabulary is built from;
+- `windows` (the last-position objective): every training event e_i becomes one `train` example,
+  history e_{max(0,i-H)}..e_{i-1} -> e_i, including e_0 with an empty history, so the label
+  counts are exactly the training item counts;
+- `sequences` (the per-position objective): the training events are cut, newest first, into
+  disjoint pieces of at most H + 1 events; a piece is one `train` example, history = all its
+  events but the last, label = the last. Every position of the piece predicts the next event, so
+  one example carries up to H targets, and history plus label count each training event exactly
+  once (the vocabulary counts rely on that). A user with a single training event gets a piece
+  with an empty history;
 - the `serving` example holds the full history (held-out event included) and every visited item.
 
 Item ids stay raw bytes here; the Transform graph maps them to vocabulary keys.
@@ -40,8 +46,39 @@ def unique_in_order(items: Iterable[bytes]) -> list[bytes]:
     return list(dict.fromkeys(items))
 
 
+TRAIN_EXAMPLE_MODES = ("windows", "sequences")
+
+
+def training_pieces(
+    train_items: list[bytes], max_history: int, mode: str
+) -> Iterator[tuple[list[bytes], bytes]]:
+    """Yields (history, label) training pairs for one user's time-ordered training items.
+
+    Args:
+        train_items: the user's training items, oldest first.
+        max_history: H, the most items a history holds.
+        mode: "windows" (one pair per event) or "sequences" (disjoint pieces of <= H + 1 events,
+            cut from the newest event backwards, so the latest piece has the longest context).
+    """
+    if mode == "windows":
+        for i, label in enumerate(train_items):
+            yield train_items[max(0, i - max_history) : i], label
+    elif mode == "sequences":
+        end = len(train_items)
+        while end > 0:
+            start = max(0, end - max_history - 1)
+            yield train_items[start : end - 1], train_items[end - 1]
+            end = start
+    else:
+        raise ValueError(f"train_examples must be one of {TRAIN_EXAMPLE_MODES}, got {mode!r}")
+
+
 def build_user_examples(
-    user: bytes, events: Iterable[Event], max_history: int, min_events_for_holdout: int
+    user: bytes,
+    events: Iterable[Event],
+    max_history: int,
+    min_events_for_holdout: int,
+    train_examples: str = "windows",
 ) -> Iterator[tuple[str, tf.train.Example]]:
     """Yields (split, example) for one user.
 
@@ -50,16 +87,16 @@ def build_user_examples(
         events: the user's clicks, in any order.
         max_history: the most recent items a history keeps.
         min_events_for_holdout: users with at least this many events get an eval example.
+        train_examples: "windows" or "sequences" (see the module docstring).
 
     Yields:
-        ("train", ex) per training event, ("eval", ex) at most once, ("serving", ex) once.
+        ("train", ex) per training pair, ("eval", ex) at most once, ("serving", ex) once.
     """
     items = [item for _, _, item in sorted(events)]
     holdout = len(items) >= min_events_for_holdout
     train_items = items[:-1] if holdout else items
 
-    for i, label in enumerate(train_items):
-        history = train_items[max(0, i - max_history) : i]
+    for history, label in training_pieces(train_items, max_history, train_examples):
         yield (
             F.TRAIN_SPLIT,
             common.make_example(
@@ -94,9 +131,10 @@ def build_user_examples(
 class BuildUserExamplesFn(beam.DoFn):
     """Tags each user's examples by split and counts users, holdouts and examples."""
 
-    def __init__(self, max_history: int, min_events_for_holdout: int):
+    def __init__(self, max_history: int, min_events_for_holdout: int, train_examples: str):
         self._max_history = max_history
         self._min_events = min_events_for_holdout
+        self._train_examples = train_examples
         self._users = beam.metrics.Metrics.counter("sequences", "users")
         self._holdout_users = beam.metrics.Metrics.counter("sequences", "users_with_holdout")
 
@@ -104,7 +142,7 @@ class BuildUserExamplesFn(beam.DoFn):
         user, events = user_events
         self._users.inc()
         for split, example in build_user_examples(
-            user, list(events), self._max_history, self._min_events
+            user, list(events), self._max_history, self._min_events, self._train_examples
         ):
             if split == F.EVAL_SPLIT:
                 self._holdout_users.inc()
@@ -141,6 +179,7 @@ def summarize(
     distinct_items: int,
     max_history: int,
     min_events_for_holdout: int,
+    train_examples: str = "windows",
 ) -> dict:
     """Returns the sequences stage's summary from its combined counts."""
     users = sum(histogram.values())
@@ -156,17 +195,21 @@ def summarize(
         "events_per_user_histogram": histogram,
         "max_history": max_history,
         "min_events_for_holdout": min_events_for_holdout,
+        "train_example_mode": train_examples,
     }
 
 
 @beam.ptransform_fn
-def BuildSequences(clicks, max_history: int, min_events_for_holdout: int):  # noqa: N802
+def BuildSequences(  # noqa: N802
+    clicks, max_history: int, min_events_for_holdout: int, train_examples: str = "windows"
+):
     """Groups serialized ingest tf.Examples by user into split-tagged serialized examples.
 
     Args:
         clicks: PCollection of serialized ingest tf.Examples (one per click).
         max_history: the most recent items a history keeps.
         min_events_for_holdout: users with at least this many events get an eval example.
+        train_examples: "windows" or "sequences" (see the module docstring).
 
     Returns:
         A dict: one PCollection of serialized tf.Examples per split name, plus `histogram`
@@ -175,7 +218,7 @@ def BuildSequences(clicks, max_history: int, min_events_for_holdout: int):  # no
     keyed = clicks | "ParseClick" >> beam.Map(parse_click)
     grouped = keyed | "GroupByUser" >> beam.GroupByKey()
     tagged = grouped | "BuildUserExamples" >> beam.ParDo(
-        BuildUserExamplesFn(max_history, min_events_for_holdout)
+        BuildUserExamplesFn(max_history, min_events_for_holdout, train_examples)
     ).with_outputs(*F.SEQUENCE_SPLITS)
     histogram = (
         grouped

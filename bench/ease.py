@@ -1,0 +1,118 @@
+"""EASE (Steck, 2019) under the same leave-last-out protocol as bench/quality.py: the baseline.
+
+The regularisation lambda is tuned on a validation target (each kept user's last *input* event,
+i.e. the second-to-last overall), refitting on the input minus those events; the chosen lambda is
+then fitted on the whole input and scored on the final target. Visited items are excluded.
+
+    .venv/bin/python bench/ease.py --input ../shared/data/ml-100k/clicks.csv \
+        [--lambdas 50 100 200 500 1000 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import quality  # noqa: E402
+
+
+def read_events(path: str) -> dict[str, list[str]]:
+    """{user: items ordered by (timestamp, input order)}."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        u, i, t = (header.index(c) for c in ("user_id", "item_id", "timestamp"))
+        rows = [(r[u], r[i], float(r[t]), n) for n, r in enumerate(reader)]
+    by_user: dict[str, list[tuple[float, int, str]]] = {}
+    for user, item, ts, n in rows:
+        by_user.setdefault(user, []).append((ts, n, item))
+    return {user: [item for _, _, item in sorted(ev)] for user, ev in by_user.items()}
+
+
+def fit_and_rank(
+    histories: dict[str, list[str]], lambdas: list[float], top_n: int = 100
+) -> dict[float, dict[str, list[str]]]:
+    """Fits EASE for each lambda (one Gram matrix) and returns {lambda: {user: top-n items}}."""
+    items = sorted({i for h in histories.values() for i in h})
+    index = {item: n for n, item in enumerate(items)}
+    users = list(histories)
+    x = np.zeros((len(users), len(items)), np.float32)
+    for r, user in enumerate(users):
+        x[r, [index[i] for i in histories[user]]] = 1.0
+    gram = (x.T @ x).astype(np.float64)
+    out = {}
+    for lam in lambdas:
+        p = np.linalg.inv(gram + lam * np.eye(len(items)))
+        b = (-p / np.diag(p)).astype(np.float32)
+        np.fill_diagonal(b, 0.0)
+        ranked = {}
+        for start in range(0, len(users), 2048):
+            scores = x[start : start + 2048] @ b
+            scores[x[start : start + 2048] > 0] = -np.inf
+            top = np.argsort(-scores, axis=1)[:, :top_n]
+            for r, row in enumerate(top):
+                ranked[users[start + r]] = [items[j] for j in row]
+        out[lam] = ranked
+    return out
+
+
+def metrics(lists: dict[str, list[str]], targets: dict[str, str], catalog: set[str]) -> dict:
+    out = {f"{m}@{k}": 0.0 for m in ("hr", "ndcg") for k in (10, 50, 100)}
+    for user, target in targets.items():
+        ranked = lists.get(user, [])
+        if target not in catalog or target not in ranked:
+            continue
+        rank = ranked.index(target) + 1
+        for k in (10, 50, 100):
+            if rank <= k:
+                out[f"hr@{k}"] += 1
+                out[f"ndcg@{k}"] += 1 / math.log2(rank + 1)
+    return {k: v / len(targets) for k, v in out.items()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--input", required=True)
+    parser.add_argument(
+        "--lambdas", type=float, nargs="+", default=[20, 50, 100, 200, 500, 1000, 2000]
+    )
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        train_path = os.path.join(tmp, "input.csv")
+        targets, catalog = quality.split_protocol(args.input, train_path)
+        histories = read_events(train_path)
+    # Validation: hold out each kept user's last input event.
+    val_targets = {u: h[-1] for u, h in histories.items() if u in targets and len(h) >= 2}
+    val_hist = {u: (h[:-1] if u in val_targets else h) for u, h in histories.items()}
+    val_catalog = {i for h in val_hist.values() for i in h}
+    started = time.time()
+    val = {
+        lam: metrics(lists, val_targets, val_catalog)
+        for lam, lists in fit_and_rank(val_hist, args.lambdas).items()
+    }
+    for lam, m in val.items():
+        print(f"validation lambda={lam:g}: HR@50 {m['hr@50']:.4f} NDCG@10 {m['ndcg@10']:.4f}")
+    best = max(val, key=lambda lam: val[lam]["hr@50"])
+    lists = fit_and_rank(histories, [best])[best]
+    m = metrics(lists, targets, catalog)
+    print(f"users {len(targets)}, catalog {len(catalog)}, lambda {best:g}")
+    print("| model | HR@10 | HR@50 | HR@100 | NDCG@10 | NDCG@50 | NDCG@100 | fit s |")
+    print("|---|---|---|---|---|---|---|---|")
+    print(
+        f"| EASE | {m['hr@10']:.4f} | {m['hr@50']:.4f} | {m['hr@100']:.4f} | {m['ndcg@10']:.4f} "
+        f"| {m['ndcg@50']:.4f} | {m['ndcg@100']:.4f} | {time.time() - started:.0f} |"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,247 @@
+"""Trainer numerics: losses against hand-computed values, encoder masks, targets, export logits."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from offline_recall.trainer import encoders, export, losses
+from offline_recall.trainer import features as F
+from offline_recall.trainer import model as model_lib
+
+PAD = encoders.PAD
+
+# A 4-item catalog in 2 dimensions, one row vector; hand-checkable scores u . w_i + b_i.
+KERNEL = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [-1.0, 0.5]], np.float32)
+BIAS = np.array([0.0, 0.5, -0.5, 0.25], np.float32)
+U = np.array([[2.0, 1.0]], np.float32)
+SCORES = U @ KERNEL.T + BIAS  # [[2.0, 1.5, 2.5, -1.25]]
+
+
+def _lse(xs):
+    m = max(xs)
+    return m + math.log(sum(math.exp(x - m) for x in xs))
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def test_full_softmax_matches_hand_value():
+    ctx = losses.LossContext(num_classes=4)
+    got = losses.full_softmax(KERNEL, BIAS, np.array([1]), U, ctx).numpy()
+    want = -1.5 + _lse([2.0, 1.5, 2.5, -1.25])
+    assert got == pytest.approx([want], rel=1e-6)
+
+
+def _fixed_samples(sampled, true_expected, sampled_expected):
+    return (
+        tf.constant(sampled, tf.int64),
+        tf.constant([[true_expected]], tf.float32),
+        tf.constant(sampled_expected, tf.float32),
+    )
+
+
+def test_sampled_softmax_matches_hand_value_and_removes_accidental_hits():
+    # Label 1; sampled [2, 1, 3]: the second sample is the label itself, an accidental hit.
+    ctx = losses.LossContext(
+        num_classes=4,
+        num_sampled=3,
+        sampled_values=_fixed_samples([2, 1, 3], 0.5, [0.25, 0.5, 2.0]),
+    )
+    got = losses.sampled_softmax(KERNEL, BIAS, np.array([1]), U, ctx).numpy()
+    true_logit = 1.5 - math.log(0.5)
+    kept = [2.5 - math.log(0.25), -1.25 - math.log(2.0)]
+    want = -true_logit + _lse([true_logit, *kept])
+    assert got == pytest.approx([want], rel=1e-5)
+
+
+def test_nce_matches_hand_value():
+    ctx = losses.LossContext(
+        num_classes=4,
+        num_sampled=3,
+        sampled_values=_fixed_samples([2, 1, 3], 0.5, [0.25, 0.5, 2.0]),
+    )
+    got = losses.nce(KERNEL, BIAS, np.array([1]), U, ctx).numpy()
+    true_logit = 1.5 - math.log(0.5)
+    negatives = [2.5 - math.log(0.25), -1.25 - math.log(2.0)]  # the accidental hit drops out
+    want = -math.log(_sigmoid(true_logit)) - sum(math.log(1 - _sigmoid(x)) for x in negatives)
+    assert got == pytest.approx([want], rel=1e-5)
+
+
+def test_in_batch_applies_temperature_logq_and_masks_accidental_hits():
+    # Two rows; candidates are the batch's labels [1, 1, 2]: for row 0 (label 1) both 1s are hits.
+    vectors = np.array([[2.0, 1.0], [0.0, 1.0]], np.float32)
+    counts = np.array([10.0, 30.0, 50.0, 10.0])
+    q = counts / counts.sum()
+    temperature = 0.5
+    ctx = losses.LossContext(
+        num_classes=4,
+        item_counts=counts,
+        temperature=temperature,
+        sampled_values=(tf.constant([1, 1, 2], tf.int64), None, None),
+    )
+    got = losses.in_batch(KERNEL, BIAS, np.array([1, 2]), vectors, ctx).numpy()
+    scores = vectors @ KERNEL.T + BIAS
+
+    def corrected(row, item):
+        return scores[row, item] / temperature - math.log(q[item])
+
+    # Row 0: positive 1; candidates 1, 1 are accidental hits, 2 remains.
+    row0 = -corrected(0, 1) + _lse([corrected(0, 1), corrected(0, 2)])
+    # Row 1: positive 2; candidates 1, 1 are negatives (twice), candidate 2 is a hit.
+    row1 = -corrected(1, 2) + _lse([corrected(1, 2), corrected(1, 1), corrected(1, 1)])
+    assert got == pytest.approx([row0, row1], rel=1e-5)
+
+    # Without the correction the value changes, so the test above does exercise it.
+    ctx.logq_correction = False
+    plain = losses.in_batch(KERNEL, BIAS, np.array([1, 2]), vectors, ctx).numpy()
+    assert abs(plain[0] - row0) > 1e-3
+
+
+def test_in_batch_candidates_are_batch_labels_capped_at_num_sampled():
+    ctx = losses.LossContext(num_classes=100, num_sampled=3, seed=1)
+    labels = tf.constant([5, 6, 7, 8, 9], tf.int64)
+    got = losses.in_batch_candidates(labels, ctx).numpy()
+    assert len(got) == 3 and set(got) <= {5, 6, 7, 8, 9} and len(set(got)) == 3
+
+
+def test_unigram_sampler_draws_only_items_with_counts():
+    counts = np.array([0.0, 100.0, 0.0, 100.0, 0.0, 0.0])
+    # Zero counts are raised to 1 (OOV buckets); make the real ones dominate.
+    counts[[1, 3]] = 1e9
+    ctx = losses.LossContext(num_classes=6, num_sampled=2, item_counts=counts, seed=3)
+    sampled, _, expected = losses.sample_negatives(tf.constant([1], tf.int64), ctx)
+    assert set(sampled.numpy()) == {1, 3}
+    assert np.all(expected.numpy() > 0.9)
+
+
+def _run_encoder(name, histories, **options):
+    """Runs one encoder (weights from a fixed seed) on each history batch in one session."""
+    with tf.Graph().as_default():
+        tf.compat.v1.set_random_seed(0)
+        history = tf.compat.v1.placeholder(tf.int64, [None, None])
+        table = tf.compat.v1.get_variable("items", [10, 8])
+        user_vector, per_position = encoders.ENCODERS[name](
+            history, table, [16], 8, 0.5, False, **options
+        )
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            return [
+                sess.run([user_vector, per_position], {history: np.array(h, np.int64)})
+                for h in histories
+            ]
+
+
+@pytest.mark.parametrize("name", ["self_attention", "mean_mlp"])
+def test_encoder_is_causal(name):
+    before = [[1, 2, 3, 4, 5]]
+    after = [[1, 2, 3, 9, 5]]  # slot 3 changes
+    (_, seq_a), (_, seq_b) = _run_encoder(name, [before, after])
+    np.testing.assert_allclose(seq_a[:, :3], seq_b[:, :3], atol=1e-6)
+    assert np.abs(seq_a[:, 3:] - seq_b[:, 3:]).max() > 1e-4
+
+
+@pytest.mark.parametrize("name", ["self_attention", "mean_mlp"])
+def test_padding_does_not_change_the_user_vector(name):
+    short = [[1, 2, 3], [4, PAD, PAD]]
+    padded = [[1, 2, 3, PAD, PAD], [4, PAD, PAD, PAD, PAD]]
+    (uv_a, _), (uv_b, _) = _run_encoder(name, [short, padded])
+    np.testing.assert_allclose(uv_a, uv_b, atol=1e-6)
+    # ... and the two users do differ, so equality above is not vacuous.
+    assert np.abs(uv_a[0] - uv_a[1]).max() > 1e-4
+
+
+def test_per_position_targets_pair_each_slot_with_the_next_item():
+    history = tf.constant([[3, 4, 5], [6, PAD, PAD], [PAD, PAD, PAD]], tf.int64)
+    labels = tf.constant([7, 8, 9], tf.int64)
+    per_position = tf.reshape(tf.range(9, dtype=tf.float32), [3, 3, 1])
+    user_vector = tf.constant([[100.0], [200.0], [300.0]])
+    vectors, targets = model_lib.per_position_targets(history, labels, per_position, user_vector)
+    assert targets.numpy().tolist() == [4, 5, 7, 8, 9]
+    # Rows: slots (0,0), (0,1), (0,2), (1,0), then the empty history's user vector.
+    assert vectors.numpy()[:, 0].tolist() == [0.0, 1.0, 2.0, 3.0, 300.0]
+
+
+def test_history_mask_marks_history_items():
+    history = tf.constant([[0, 2, PAD], [PAD, PAD, PAD]], tf.int64)
+    got = model_lib.history_mask(history, 4).numpy()
+    assert got.tolist() == [[True, False, True, False], [False] * 4]
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_exported_vectors_reproduce_the_model_logits(tmp_path, tie):
+    """user_vector from the SavedModel . exported item vector == the model's own logit."""
+    rng = np.random.default_rng(0)
+    num_classes, dim = 12, 8
+    histories = rng.integers(0, num_classes, size=(32, 5))
+    histories[::3, 3:] = PAD
+    labels = rng.integers(0, num_classes, size=32)
+    counts = np.arange(1, num_classes + 1, dtype=np.float64)
+    params = {
+        "num_classes": num_classes,
+        "embedding_dim": dim,
+        "hidden_units": [16],
+        "dropout": 0.1,
+        "encoder": "self_attention",
+        "encoder_options": {"num_blocks": 1, "num_heads": 2},
+        "objective": "per_position",
+        "tie_embeddings": tie,
+        "loss": "sampled_softmax",
+        "loss_context": losses.LossContext(num_classes, 5, counts, seed=1),
+        "learning_rate": 0.01,
+    }
+
+    def train_input():
+        ds = tf.data.Dataset.from_tensor_slices(({"history_idx": histories}, labels))
+        return ds.repeat(3).batch(8)
+
+    estimator = tf.estimator.Estimator(
+        model_lib.model_fn,
+        params=params,
+        config=tf.estimator.RunConfig(model_dir=str(tmp_path / "run"), tf_random_seed=1),
+    )
+    estimator.train(train_input)
+
+    def receiver():
+        history = tf.compat.v1.placeholder(tf.int64, [None, None], name="history")
+        return tf.estimator.export.ServingInputReceiver(
+            {"history_idx": history}, {"history": history}
+        )
+
+    exported = estimator.export_saved_model(str(tmp_path / "serving"), receiver).decode()
+    serve = tf.saved_model.load(exported).signatures["serving_default"]
+    user_vectors = serve(history=tf.constant(histories))["user_vector"].numpy()
+
+    checkpoint = estimator.latest_checkpoint()
+    kernel = tf.train.load_variable(checkpoint, model_lib.output_kernel_name(params))
+    bias = tf.train.load_variable(checkpoint, "softmax/bias")
+    table = export.item_vectors_table(
+        [F.encode_id(f"i{n}".encode()) for n in range(num_classes)], kernel, bias, {}
+    )
+    items = np.asarray(table.column("vector").to_pylist(), np.float32)
+    published = export.augment_user_vectors(user_vectors) @ items.T
+
+    # The model's own logits, from the graph that training built, at the same checkpoint.
+    with tf.Graph().as_default():
+        history = tf.constant(histories)
+        spec = model_lib.model_fn(
+            {"history_idx": history}, None, tf.estimator.ModeKeys.PREDICT, params
+        )
+        with tf.compat.v1.variable_scope("softmax", reuse=True):
+            bias_var = tf.compat.v1.get_variable("bias")
+        kernel_var = [
+            v
+            for v in tf.compat.v1.global_variables()
+            if v.op.name == model_lib.output_kernel_name(params)
+        ][0]
+        logits = losses.logits(kernel_var, bias_var, spec.predictions["user_vector"])
+        with tf.compat.v1.Session() as sess:
+            tf.compat.v1.train.Saver().restore(sess, checkpoint)
+            model_logits = sess.run(logits)
+    np.testing.assert_allclose(published, model_logits, rtol=1e-4, atol=1e-4)
+    assert os.path.isdir(exported)
