@@ -79,6 +79,9 @@ DEFAULTS: dict[str, Any] = {
         # Stop after the evaluation that passes this many seconds of training (null = no limit).
         "max_train_seconds": None,
         "learning_rate": 0.003,
+        # Decay the learning rate linearly to learning_rate * lr_decay_floor over `epochs`.
+        "lr_decay": False,
+        "lr_decay_floor": 0.1,
         "dropout": 0.3,
         "l2": 0.0,
         "seed": 42,

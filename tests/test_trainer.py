@@ -245,3 +245,19 @@ def test_exported_vectors_reproduce_the_model_logits(tmp_path, tie):
             model_logits = sess.run(logits)
     np.testing.assert_allclose(published, model_logits, rtol=1e-4, atol=1e-4)
     assert os.path.isdir(exported)
+
+
+def test_learning_rate_decays_linearly_to_the_floor():
+    with tf.Graph().as_default():
+        step = tf.compat.v1.train.get_or_create_global_step()
+        lr = model_lib.learning_rate(
+            {"learning_rate": 0.01, "decay_steps": 100, "lr_decay_floor": 0.1}
+        )
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            got = [sess.run(lr)]
+            for value in (50, 100, 150):
+                sess.run(step.assign(value))
+                got.append(sess.run(lr))
+    assert got == pytest.approx([0.01, 0.0055, 0.001, 0.001])
+    assert model_lib.learning_rate({"learning_rate": 0.01}) == 0.01

@@ -66,6 +66,20 @@ def history_mask(history: tf.Tensor, num_classes: int) -> tf.Tensor:
     return marked > 0
 
 
+def learning_rate(params: dict):
+    """Constant, or decayed linearly to `learning_rate * lr_decay_floor` over `decay_steps`."""
+    base = params["learning_rate"]
+    steps = params.get("decay_steps") or 0
+    if steps <= 0:
+        return base
+    return tf.compat.v1.train.polynomial_decay(
+        base,
+        tf.compat.v1.train.get_global_step(),
+        steps,
+        end_learning_rate=base * params.get("lr_decay_floor", 0.1),
+    )
+
+
 def model_fn(features, labels, mode, params):
     """Estimator model_fn.
 
@@ -145,7 +159,7 @@ def model_fn(features, labels, mode, params):
     loss = tf.reduce_mean(per_row)
     if params.get("l2", 0.0) > 0:
         loss += params["l2"] * (tf.nn.l2_loss(item_embeddings) + tf.nn.l2_loss(kernel))
-    optimizer = tf.compat.v1.train.AdamOptimizer(params["learning_rate"], beta2=0.98)
+    optimizer = tf.compat.v1.train.AdamOptimizer(learning_rate(params), beta2=0.98)
     update_ops = tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.UPDATE_OPS)
     with tf.control_dependencies(update_ops):
         train_op = optimizer.minimize(loss, global_step=tf.compat.v1.train.get_global_step())

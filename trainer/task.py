@@ -209,6 +209,10 @@ def run_fn(fn_args) -> None:
     batch_size = int(trainer_config.get("batch_size", 256))
     positions = count_positions(fn_args.train_files, feature_spec, params["objective"])
     max_epochs = choose_epochs(trainer_config, positions)
+    if trainer_config.get("lr_decay", False):
+        batches = -(-count_records(fn_args.train_files) // batch_size)
+        params["decay_steps"] = max_epochs * batches
+        params["lr_decay_floor"] = float(trainer_config.get("lr_decay_floor", 0.1))
     patience = int(trainer_config.get("early_stopping_patience", 0))
     has_holdout = count_records(fn_args.eval_files) > 0
     # No user may have enough events for a holdout; then there is nothing to stop on.
