@@ -11,7 +11,6 @@ then fitted on the whole input and scored on the final target. Visited items are
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import tempfile
@@ -66,17 +65,7 @@ def fit_and_rank(
 
 
 def metrics(lists: dict[str, list[str]], targets: dict[str, str], catalog: set[str]) -> dict:
-    out = {f"{m}@{k}": 0.0 for m in ("hr", "ndcg") for k in (10, 50, 100)}
-    for user, target in targets.items():
-        ranked = lists.get(user, [])
-        if target not in catalog or target not in ranked:
-            continue
-        rank = ranked.index(target) + 1
-        for k in (10, 50, 100):
-            if rank <= k:
-                out[f"hr@{k}"] += 1
-                out[f"ndcg@{k}"] += 1 / math.log2(rank + 1)
-    return {k: v / len(targets) for k, v in out.items()}
+    return quality.rank_metrics(lists, targets, catalog)
 
 
 def main() -> int:

@@ -53,8 +53,10 @@ def split_protocol(input_path: str, train_path: str) -> tuple[dict[str, str], se
     return targets, {rows[n][i] for n in keep}
 
 
-def score(recalls_dir: str, targets: dict[str, str], catalog: set[str]) -> dict[str, float]:
-    lists = {r["user_id"]: r["item_ids"] for r in pq.read_table(recalls_dir).to_pylist()}
+def rank_metrics(
+    lists: dict[str, list[str]], targets: dict[str, str], catalog: set[str]
+) -> dict[str, float]:
+    """HR and NDCG @10/50/100 over all target users (a missing list is a miss), coverage@50."""
     out = {f"{m}@{k}": 0.0 for m in ("hr", "ndcg") for k in (10, 50, 100)}
     covered = set()
     for user, target in targets.items():
@@ -71,6 +73,12 @@ def score(recalls_dir: str, targets: dict[str, str], catalog: set[str]) -> dict[
     out = {k: v / n for k, v in out.items()}
     out["coverage@50"] = len(covered) / len(catalog)
     return out
+
+
+def score(recalls_dir: str, targets: dict[str, str], catalog: set[str]) -> dict[str, float]:
+    """Scores the published recalls table (user_id, item_ids) under the protocol."""
+    lists = {r["user_id"]: r["item_ids"] for r in pq.read_table(recalls_dir).to_pylist()}
+    return rank_metrics(lists, targets, catalog)
 
 
 def peak_rss_gib() -> float:
