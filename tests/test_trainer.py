@@ -46,29 +46,29 @@ def _fixed_samples(sampled, true_expected, sampled_expected):
     )
 
 
-def test_sampled_softmax_matches_hand_value_and_removes_accidental_hits():
-    # Label 1; sampled [2, 1, 3]: the second sample is the label itself, an accidental hit.
+def _one_accidental_hit():
+    """Label 1 with samples [2, 1, 3]: the second sample is the label itself, an accidental hit.
+
+    Returns the context and the logQ-corrected hand logits (true, [kept negatives]).
+    """
     ctx = losses.LossContext(
         num_classes=4,
         num_sampled=3,
         sampled_values=_fixed_samples([2, 1, 3], 0.5, [0.25, 0.5, 2.0]),
     )
+    return ctx, 1.5 - math.log(0.5), [2.5 - math.log(0.25), -1.25 - math.log(2.0)]
+
+
+def test_sampled_softmax_matches_hand_value_and_removes_accidental_hits():
+    ctx, true_logit, kept = _one_accidental_hit()
     got = losses.sampled_softmax(KERNEL, BIAS, np.array([1]), U, ctx).numpy()
-    true_logit = 1.5 - math.log(0.5)
-    kept = [2.5 - math.log(0.25), -1.25 - math.log(2.0)]
     want = -true_logit + _lse([true_logit, *kept])
     assert got == pytest.approx([want], rel=1e-5)
 
 
 def test_nce_matches_hand_value():
-    ctx = losses.LossContext(
-        num_classes=4,
-        num_sampled=3,
-        sampled_values=_fixed_samples([2, 1, 3], 0.5, [0.25, 0.5, 2.0]),
-    )
+    ctx, true_logit, negatives = _one_accidental_hit()
     got = losses.nce(KERNEL, BIAS, np.array([1]), U, ctx).numpy()
-    true_logit = 1.5 - math.log(0.5)
-    negatives = [2.5 - math.log(0.25), -1.25 - math.log(2.0)]  # the accidental hit drops out
     want = -math.log(_sigmoid(true_logit)) - sum(math.log(1 - _sigmoid(x)) for x in negatives)
     assert got == pytest.approx([want], rel=1e-5)
 

@@ -41,22 +41,6 @@ def prefix_means(item_embeddings: tf.Tensor, history: tf.Tensor) -> tf.Tensor:
     return tf.cumsum(embedded, axis=1) / tf.maximum(tf.cumsum(mask, axis=1), 1.0)
 
 
-def masked_mean(item_embeddings: tf.Tensor, history: tf.Tensor) -> tf.Tensor:
-    """Averages the embeddings of the real (non-PAD) items of each history.
-
-    Args:
-        item_embeddings: [num_classes, dim] input embedding table.
-        history: [batch, max_len] int64 indices, PAD where empty.
-
-    Returns:
-        [batch, dim]; an empty history gives the zero vector.
-    """
-    mask = tf.cast(tf.not_equal(history, PAD), tf.float32)[..., tf.newaxis]  # [B, L, 1]
-    embedded = tf.nn.embedding_lookup(item_embeddings, tf.maximum(history, 0)) * mask
-    count = tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)  # [B, 1]
-    return tf.reduce_sum(embedded, axis=1) / count
-
-
 def mean_mlp(
     history: tf.Tensor,
     item_embeddings: tf.Tensor,
