@@ -10,6 +10,7 @@ is a miss.
     .venv/bin/python bench/quality.py --input ../shared/data/ml-100k/clicks.csv \
         [--configs configs.json] [--seeds 42 43 44] [--work /tmp/quality]
 
+`--target validation` scores the second-to-last event instead (the last is dropped), for tuning.
 `--configs` is a JSON object {name: config overrides}; without it the product's defaults run.
 """
 
@@ -28,8 +29,16 @@ import time
 import pyarrow.parquet as pq
 
 
-def split_protocol(input_path: str, train_path: str) -> tuple[dict[str, str], set[str]]:
-    """Writes the pipeline input; returns ({user: target item}, catalog)."""
+def split_protocol(
+    input_path: str, train_path: str, target: str = "test"
+) -> tuple[dict[str, str], set[str]]:
+    """Writes the pipeline input; returns ({user: target item}, catalog).
+
+    `target="test"` scores each kept user's last event; `"validation"` drops the last event
+    altogether and scores the second-to-last, so options can be chosen without touching the
+    test target.
+    """
+    drop = {"test": 1, "validation": 2}[target]
     with open(input_path, newline="", encoding="utf-8") as f:
         reader = csv.reader(f)
         header = next(reader)
@@ -43,8 +52,8 @@ def split_protocol(input_path: str, train_path: str) -> tuple[dict[str, str], se
         if len(idx) < 3:
             continue
         idx.sort(key=lambda n: (float(rows[n][t]), n))
-        targets[user] = rows[idx[-1]][i]
-        keep.extend(idx[:-1])
+        targets[user] = rows[idx[-drop]][i]
+        keep.extend(idx[:-drop])
     keep.sort()
     with open(train_path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
@@ -92,15 +101,16 @@ def main() -> int:
     parser.add_argument("--configs", help="JSON file {name: overrides}")
     parser.add_argument("--seeds", type=int, nargs="+", default=[42])
     parser.add_argument("--work", default="/tmp/offline-recall-quality")
+    parser.add_argument("--target", choices=("test", "validation"), default="test")
     args = parser.parse_args()
     os.makedirs(args.work, exist_ok=True)
     train_path = os.path.join(args.work, "input.csv")
-    targets, catalog = split_protocol(args.input, train_path)
+    targets, catalog = split_protocol(args.input, train_path, args.target)
     configs = {"defaults": {}}
     if args.configs:
         with open(args.configs, encoding="utf-8") as f:
             configs = json.load(f)
-    print(f"users {len(targets)}, catalog {len(catalog)}")
+    print(f"target {args.target}: users {len(targets)}, catalog {len(catalog)}")
     print(
         "| config | seed | HR@10 | HR@50 | HR@100 | NDCG@10 | NDCG@50 | NDCG@100 | cov@50 "
         "| train s | epochs | run s | peak RSS GiB |"

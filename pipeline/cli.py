@@ -175,9 +175,9 @@ def cmd_run(args, beam_args: list[str]) -> int:
     os.makedirs(output_dir, exist_ok=True)
     started = time.time()
     log_path = os.path.join(output_dir, "logs", f"run-{datetime.datetime.now():%Y%m%d-%H%M%S}.log")
-    from offline_recall.pipeline.pipeline import STAGES
+    from offline_recall.pipeline.pipeline import stages
 
-    progress = _setup_logging(log_path, STAGES)
+    progress = _setup_logging(log_path, stages(config))
     print(f"offline-recall run: output {output_dir} (log: {log_path})", flush=True)
 
     if args.input:

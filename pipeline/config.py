@@ -66,6 +66,12 @@ DEFAULTS: dict[str, Any] = {
         "embedding_dim": 64,
         # mean_mlp's ReLU tower.
         "hidden_units": [128],
+        # mean_mlp extras (YouTube DNN): a user-id embedding of this size fed to the tower ...
+        "user_embedding": False,
+        "user_embedding_dim": 32,
+        # ... and the example age (log1p days before the newest training event) of each
+        # target; serving predicts for "now", age 0.
+        "recency_feature": False,
         "batch_size": 64,
         # The most epochs: an integer, or "auto" = enough epochs for the model to see
         # `auto_epoch_positions` training targets (a position is one next-item prediction), kept
@@ -85,6 +91,13 @@ DEFAULTS: dict[str, Any] = {
         "dropout": 0.3,
         "l2": 0.0,
         "seed": 42,
+        # After Evaluate blesses the fit, train once more on every event, the held-out one
+        # included, and publish that model (the blessing and metrics stay the fit's).
+        "refit_on_holdout": False,
+        # true: continue from the fit's best checkpoint; false: train anew from scratch.
+        "refit_warm_start": True,
+        # "auto" = eval_every_epochs when warm-starting, the fit's best epoch count from scratch.
+        "refit_epochs": "auto",
         # self_attention only.
         "num_blocks": 2,
         "num_heads": 1,
@@ -210,6 +223,29 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
         'must be "auto" or an integer >= 1',
         tr["epochs"],
     )
+    _require(
+        tr["refit_epochs"] == "auto"
+        or (isinstance(tr["refit_epochs"], int) and tr["refit_epochs"] >= 1),
+        "trainer.refit_epochs",
+        'must be "auto" or an integer >= 1',
+        tr["refit_epochs"],
+    )
+    for key in ("user_embedding", "recency_feature"):
+        _require(
+            not tr[key] or tr["encoder"] == "mean_mlp",
+            f"trainer.{key}",
+            "is a mean_mlp extra; it needs trainer.encoder mean_mlp",
+            tr[key],
+        )
+    for key in (
+        "refit_on_holdout",
+        "refit_warm_start",
+        "tie_embeddings",
+        "lr_decay",
+        "user_embedding",
+        "recency_feature",
+    ):
+        _require(isinstance(tr[key], bool), f"trainer.{key}", "must be true or false", tr[key])
     for key in ("early_stopping_patience", "eval_every_epochs"):
         _require(
             isinstance(tr[key], int) and tr[key] >= 0,
@@ -238,6 +274,7 @@ def validate(config: dict[str, Any]) -> dict[str, Any]:
         "num_blocks",
         "num_heads",
         "full_softmax_max_classes",
+        "user_embedding_dim",
     ):
         _require(
             isinstance(tr[key], int) and tr[key] >= 1,

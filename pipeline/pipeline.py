@@ -21,6 +21,7 @@ CLICKS_SCHEMA = os.path.join(SCHEMA_DIR, "schema.pbtxt")
 SEQUENCES_SCHEMA = os.path.join(SCHEMA_DIR, "sequences.pbtxt")
 PREPROCESSING_FN = "offline_recall.trainer.preprocessing.preprocessing_fn"
 RUN_FN = "offline_recall.trainer.task.run_fn"
+REFIT_RUN_FN = "offline_recall.trainer.task.refit_run_fn"
 
 # The order LocalDagRunner runs them in; the CLI numbers its progress lines with it.
 STAGES = (
@@ -33,10 +34,17 @@ STAGES = (
     "Transform",
     "Trainer",
     "RecallEval",
-    "RecallServing",
     "Evaluate",
+    "Refit",
+    "RecallServing",
     "Publish",
 )
+
+
+def stages(config: dict) -> tuple[str, ...]:
+    """The stages a run with this config has: Refit only when `trainer.refit_on_holdout`."""
+    refit = bool(config.get("trainer", {}).get("refit_on_holdout", False))
+    return tuple(s for s in STAGES if refit or s != "Refit")
 
 
 def create_pipeline(
@@ -62,6 +70,7 @@ def create_pipeline(
         beam_pipeline_args: Beam options (runner, workers...).
     """
     config_json = json.dumps(config, sort_keys=True)
+    refit = bool(config["trainer"].get("refit_on_holdout", False))
     ingest = IngestExampleGen(input_base=input_base, custom_config=json.dumps(config["ingest"]))
     statistics = tfx.components.StatisticsGen(examples=ingest.outputs["examples"])
     clicks_schema = tfx.components.ImportSchemaGen(schema_file=CLICKS_SCHEMA)
@@ -81,7 +90,8 @@ def create_pipeline(
         schema=sequences_schema.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN,
         splits_config=transform_pb2.SplitsConfig(
-            analyze=[F.TRAIN_SPLIT], transform=[F.TRAIN_SPLIT, F.EVAL_SPLIT]
+            analyze=[F.TRAIN_SPLIT],
+            transform=[F.TRAIN_SPLIT, F.EVAL_SPLIT] + ([F.REFIT_SPLIT] if refit else []),
         ),
         # The Estimator builds TF1 graphs; a TF1 transform graph applies inside them.
         force_tf_compat_v1=True,
@@ -101,12 +111,6 @@ def create_pipeline(
         split=F.EVAL_SPLIT,
         custom_config=config_json,
     ).with_id("RecallEval")
-    recall_serving = Recall(
-        sequences=sequences.outputs["sequences"],
-        model=trainer.outputs["model"],
-        split=F.SERVING_SPLIT,
-        custom_config=config_json,
-    ).with_id("RecallServing")
     evaluate = Evaluate(
         recalls=recall_eval.outputs["recalls"],
         sequences=sequences.outputs["sequences"],
@@ -114,12 +118,36 @@ def create_pipeline(
         custom_config=config_json,
         published_dir=os.path.join(output_dir, "published"),
     )
+    serving_model = trainer.outputs["model"]
+    refit_nodes = []
+    if refit:
+        # Refit on every event once the fit is judged: the holdout has done its job (early
+        # stopping and blessing), and the published model should know each user's latest event.
+        refitter = tfx.components.Trainer(
+            run_fn=REFIT_RUN_FN,
+            examples=transform.outputs["transformed_examples"],
+            transform_graph=transform.outputs["transform_graph"],
+            base_model=trainer.outputs["model"],
+            train_args=tfx.proto.TrainArgs(splits=[F.REFIT_SPLIT]),
+            eval_args=tfx.proto.EvalArgs(splits=[F.EVAL_SPLIT]),
+            custom_config=config,
+        ).with_id("Refit")
+        # Not a data dependency (Trainer takes no blessing), but the refit belongs after Evaluate.
+        refitter.add_upstream_node(evaluate)
+        serving_model = refitter.outputs["model"]
+        refit_nodes = [refitter]
+    recall_serving = Recall(
+        sequences=sequences.outputs["sequences"],
+        model=serving_model,
+        split=F.SERVING_SPLIT,
+        custom_config=config_json,
+    ).with_id("RecallServing")
     publish = Publish(
         output_dir=output_dir,
         input_base=input_base,
         custom_config=config_json,
         recalls=recall_serving.outputs["recalls"],
-        model=trainer.outputs["model"],
+        model=serving_model,
         blessing=evaluate.outputs["blessing"],
         metrics=evaluate.outputs["metrics"],
         ingest_report=ingest.outputs["report"],
@@ -141,8 +169,9 @@ def create_pipeline(
             transform,
             trainer,
             recall_eval,
-            recall_serving,
             evaluate,
+            *refit_nodes,
+            recall_serving,
             publish,
         ],
         enable_cache=False,

@@ -5,10 +5,11 @@ import os
 import subprocess
 import sys
 
-from offline_recall.pipeline.pipeline import STAGES
+from offline_recall.pipeline import config as config_lib
+from offline_recall.pipeline.pipeline import STAGES, stages
 
 
-def _compile(target, output):
+def _compile(target, output, *extra):
     return subprocess.run(
         [
             sys.executable,
@@ -19,6 +20,7 @@ def _compile(target, output):
             target,
             "--output",
             str(output),
+            *extra,
         ],
         capture_output=True,
         text=True,
@@ -26,13 +28,28 @@ def _compile(target, output):
     )
 
 
-def test_kubeflow_spec_has_every_stage(tmp_path):
-    result = _compile("kubeflow", tmp_path / "kfp.json")
+def test_kubeflow_spec_has_every_stage_and_refits_after_evaluate(tmp_path):
+    config = tmp_path / "refit.json"
+    config.write_text(json.dumps({"trainer": {"refit_on_holdout": True}}))
+    result = _compile("kubeflow", tmp_path / "kfp.json", "--config", str(config))
     assert result.returncode == 0, result.stderr
     job = json.loads((tmp_path / "kfp.json").read_text())
     tasks = job["pipelineSpec"]["root"]["dag"]["tasks"]
     assert set(tasks) == set(STAGES)
     assert job["pipelineSpec"]["pipelineInfo"]["name"] == "offline-recall"
+    # Refit has no data edge to Evaluate; the ordering edge must survive compilation.
+    assert "Evaluate" in tasks["Refit"]["dependentTasks"]
+    assert "Refit" in tasks["RecallServing"]["dependentTasks"]
+
+
+def test_without_refit_there_is_no_refit_stage(tmp_path):
+    config = tmp_path / "no_refit.json"
+    config.write_text(json.dumps({"trainer": {"refit_on_holdout": False}}))
+    result = _compile("kubeflow", tmp_path / "kfp.json", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    tasks = json.loads((tmp_path / "kfp.json").read_text())["pipelineSpec"]["root"]["dag"]["tasks"]
+    assert set(tasks) == set(STAGES) - {"Refit"}
+    assert "Trainer" in tasks["RecallServing"]["dependentTasks"]
 
 
 def test_airflow_dag_loads_with_every_stage(tmp_path):
@@ -55,4 +72,5 @@ def test_airflow_dag_loads_with_every_stage(tmp_path):
         [sys.executable, "-c", check], capture_output=True, text=True, timeout=600, env=env
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    assert set(eval(out.stdout.strip().splitlines()[-1])) == set(STAGES)  # noqa: S307
+    expected = stages(config_lib.load())
+    assert set(eval(out.stdout.strip().splitlines()[-1])) == set(expected)  # noqa: S307

@@ -25,6 +25,11 @@ def test_defaults_validate_and_reach_the_goal_settings():
         ({"trainer": {"early_stopping_patience": -1}}, "trainer.early_stopping_patience"),
         ({"trainer": {"max_train_seconds": "soon"}}, "trainer.max_train_seconds"),
         ({"trainer": {"nonsense": 1}}, "trainer.nonsense"),
+        ({"trainer": {"refit_epochs": 0}}, "trainer.refit_epochs"),
+        ({"trainer": {"refit_on_holdout": "yes"}}, "trainer.refit_on_holdout"),
+        ({"trainer": {"user_embedding": True}}, "trainer.user_embedding"),  # self_attention
+        ({"trainer": {"encoder": "mean_mlp", "recency_feature": 1}}, "trainer.recency_feature"),
+        ({"trainer": {"user_embedding_dim": 0}}, "trainer.user_embedding_dim"),
     ],
 )
 def test_bad_trainer_values_name_the_key(overrides, key):
@@ -50,3 +55,11 @@ def test_auto_epochs_scale_with_the_training_targets():
     assert task.choose_epochs(tr, 220_000) == 15
     assert task.choose_epochs(tr, 10) == 200 and task.choose_epochs(tr, 10**9) == 5
     assert task.choose_epochs({**tr, "epochs": 7}, 98_000) == 7
+
+
+def test_refit_epochs_auto_follows_the_refit_mode():
+    tr = cfg.load()["trainer"]
+    fit = {"best_epochs": 25}
+    assert task.refit_epochs(tr, fit) == tr["eval_every_epochs"]  # warm start
+    assert task.refit_epochs({**tr, "refit_warm_start": False}, fit) == 25
+    assert task.refit_epochs({**tr, "refit_epochs": 3}, fit) == 3

@@ -42,6 +42,8 @@ def _write_config(path, **sections):
             "early_stopping_patience": 1,
             "embedding_dim": 16,
             "num_blocks": 1,
+            "refit_on_holdout": True,
+            "refit_epochs": 1,
         },
         "recall": {"top_n": 20},
         "evaluate": {"ks": [5, 10, 20], "min_ratio_to_popularity": 0.0},
@@ -104,6 +106,25 @@ def test_summary_counts_reconcile(first_run, clicks):
     assert trainer["embeddings_tied"] and trainer["params"]["loss"] == "full_softmax"
     assert 1 <= len(trainer["eval_history"]) <= 2
     assert trainer["best_epochs"] in (2, 4)
+    # Refit after blessing: one more epoch over every event, held-out ones included.
+    assert trainer["refit"]["epochs"] == 1 and trainer["refit"]["warm_start"]
+    sequences = summary["sequences"]
+    assert sequences["refit_examples"] >= sequences["train_examples"]
+    published = pq.read_table(first_run["out"] / "published" / "item_vectors")
+    (fit,) = _model_item_vectors(first_run["out"], "Trainer")
+    assert fit.column("item_id").to_pylist() == published.column("item_id").to_pylist()
+    assert not np.allclose(_vectors(fit), _vectors(published))  # the refit did train
+
+
+def _model_item_vectors(out, node):
+    """The item vector tables of every Model artifact `node` wrote into out, oldest first."""
+    root = out / "tfx" / "pipeline_root" / node / "model"
+    runs = sorted((p for p in root.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    return [pq.read_table(run / "item_vectors") for run in runs]
+
+
+def _vectors(table):
+    return np.asarray(table.column("vector").to_pylist(), np.float32)
 
 
 def test_published_recalls_exclude_visited_and_are_inner_products(first_run, clicks):
@@ -141,6 +162,10 @@ def test_unblessed_run_keeps_published_set(first_run, clicks):
     assert os.readlink(out / "published") == before
     summary = json.loads((out / "run_summary.json").read_text())
     assert summary["status"] == "not_blessed" and summary["publish"]["kept"]
+    # Same data, same seed: the fit and the refit come out bit for bit the same.
+    for node in ("Trainer", "Refit"):
+        first, second = _model_item_vectors(out, node)
+        assert first.equals(second), node
 
 
 def test_too_many_bad_rows_fails_with_one_line(clicks, tmp_path):
@@ -156,3 +181,55 @@ def test_too_many_bad_rows_fails_with_one_line(clicks, tmp_path):
     assert result.returncode == 2, result.stdout + result.stderr
     assert "max_bad_fraction" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "o" / "published").exists()
+
+
+def test_mean_mlp_with_extras_and_sampled_loss(clicks, tmp_path):
+    """YouTube DNN with the user-id embedding and example age, trained with NCE."""
+    config = _write_config(
+        tmp_path / "mlp.json",
+        trainer={
+            "encoder": "mean_mlp",
+            "user_embedding": True,
+            "recency_feature": True,
+            "loss": "nce",
+            "num_sampled": 20,
+            "refit_on_holdout": False,
+        },
+    )
+    out = tmp_path / "o"
+    result = _cli("run", "--input", clicks["path"], "--output", str(out), "--config", config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads((out / "run_summary.json").read_text())
+    params = summary["trainer"]["params"]
+    assert params["user_embedding"] and params["recency_feature"] and params["loss"] == "nce"
+    assert "refit" not in summary["trainer"]
+    assert not (out / "tfx" / "pipeline_root" / "Refit").exists()
+    published = out / "published"
+    users = {
+        r["user_id"]: r["vector"] for r in pq.read_table(published / "user_vectors").to_pylist()
+    }
+    items = {
+        r["item_id"]: r["vector"] for r in pq.read_table(published / "item_vectors").to_pylist()
+    }
+    # The serving model reads the user id: one history, two users, two vectors.
+    import tensorflow as tf
+
+    from offline_recall.components import common
+    from offline_recall.trainer import export
+
+    (model_dir,) = (out / "tfx" / "pipeline_root" / "Trainer" / "model").iterdir()
+    serve = tf.saved_model.load(export.serving_model_path(str(model_dir)))
+    some_users = sorted(users)[:2]
+    batch = [
+        common.make_example(
+            {"user_id": [u.encode()], "history_items": [b"i0001"]}
+        ).SerializeToString()
+        for u in [*some_users, some_users[0]]
+    ]
+    got = serve.signatures["serving_default"](examples=tf.constant(batch))["user_vector"].numpy()
+    assert np.abs(got[0] - got[1]).max() > 1e-5
+    np.testing.assert_allclose(got[0], got[2])
+    for row in pq.read_table(published / "recalls").to_pylist()[:20]:
+        u = np.asarray(users[row["user_id"]])
+        expected = [float(u @ np.asarray(items[i])) for i in row["item_ids"]]
+        np.testing.assert_allclose(row["scores"], expected, rtol=1e-4, atol=1e-4)

@@ -122,3 +122,41 @@ def test_unknown_train_example_mode_is_rejected():
 
     with pytest.raises(ValueError, match="train_examples"):
         list(logic.training_pieces([b"a"], 3, "bags"))
+
+
+def test_refit_split_cuts_pieces_from_every_event_the_holdout_included():
+    events = [(t, t, bytes([ord("a") + t])) for t in range(6)]  # a..f, f is held out
+    out = {}
+    for split, example in logic.build_user_examples(
+        b"u", events, 2, 3, train_examples="sequences", refit=True
+    ):
+        out.setdefault(split, []).append(_decode(example))
+    pairs = {s: [(e["history"], e["label"]) for e in out[s]] for s in ("train", "refit")}
+    # Train stops before the held-out f; refit ends on it, so the pieces shift by one event.
+    assert pairs["train"] == [([b"c", b"d"], [b"e"]), ([b"a"], [b"b"])]
+    assert pairs["refit"] == [([b"d", b"e"], [b"f"]), ([b"a", b"b"], [b"c"])]
+    assert out["eval"][0]["label"] == [b"f"]
+    without = {s for s, _ in logic.build_user_examples(b"u", events, 2, 3, "sequences")}
+    assert without == {"train", "eval", "serving"}
+
+
+def test_build_sequences_writes_the_refit_split():
+    clicks = [_click(b"u1", bytes([ord("a") + t]), t, t) for t in range(4)]
+    with TestPipeline() as p:
+        out = (
+            p
+            | beam.Create(clicks)
+            | logic.BuildSequences(
+                max_history=5, min_events_for_holdout=3, train_examples="sequences", refit=True
+            )
+        )
+        assert_that(
+            out[F.REFIT_SPLIT] | "RefitLabels" >> beam.Map(_label_of),
+            equal_to([(b"u1", (b"d",))]),
+            label="Refit",
+        )
+        assert_that(
+            out[F.TRAIN_SPLIT] | "TrainLabels" >> beam.Map(_label_of),
+            equal_to([(b"u1", (b"c",))]),
+            label="Train",
+        )

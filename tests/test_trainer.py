@@ -167,14 +167,87 @@ def test_per_position_targets_pair_each_slot_with_the_next_item():
     assert vectors.numpy()[:, 0].tolist() == [0.0, 1.0, 2.0, 3.0, 300.0]
 
 
+def test_next_values_pair_each_slot_with_what_it_predicts():
+    history = tf.constant([[3, 4, 5], [6, PAD, PAD], [PAD, PAD, PAD]], tf.int64)
+    ages = tf.constant([[0.3, 0.4, 0.5], [0.6, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    label_ages = tf.constant([0.7, 0.8, 0.9])
+    got = model_lib.next_values(history, ages, label_ages, 0.0).numpy()
+    # Slot i gets slot i+1's age; the last real slot, padding after it, and every slot of an
+    # empty history (which trains the empty-history vector) get the label's age.
+    np.testing.assert_allclose(got, [[0.4, 0.5, 0.7], [0.8, 0.8, 0.8], [0.9, 0.9, 0.9]])
+
+
+def test_mean_mlp_extras_reach_the_user_vector_and_stay_causal():
+    histories = np.array([[1, 2, 3, 4], [1, 2, 3, 4], [1, 2, 9, 4]], np.int64)
+    with tf.Graph().as_default():
+        tf.compat.v1.set_random_seed(0)
+        table = tf.compat.v1.get_variable("items", [10, 8])
+        user_vectors = tf.constant([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+        ages = tf.constant([[0.0, 1.0, 2.0, 3.0]] * 3)
+        with tf.compat.v1.variable_scope("tower", reuse=tf.compat.v1.AUTO_REUSE):
+            uv, per_position = encoders.mean_mlp(
+                tf.constant(histories), table, [16], 8, 0.0, False, user_vectors, ages
+            )
+            older = encoders.mean_mlp(
+                tf.constant(histories), table, [16], 8, 0.0, False, user_vectors, ages + 1.0
+            )[0]
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            uv, per_position, older = sess.run([uv, per_position, older])
+    # Same history, other user embedding -> other user vector.
+    assert np.abs(uv[0] - uv[1]).max() > 1e-4
+    # The recency feature reaches the tower.
+    assert np.abs(uv - older).max() > 1e-4
+    # Still causal: row 2 differs from row 0 at slot 2 only, so slots 0-1 are equal.
+    np.testing.assert_allclose(per_position[0, :2], per_position[2, :2], atol=1e-6)
+    assert np.abs(per_position[0, 2:] - per_position[2, 2:]).max() > 1e-4
+
+
+def test_example_age_is_log1p_days_before_the_newest_event_clipped_at_zero():
+    from offline_recall.trainer import preprocessing
+
+    newest = tf.constant(10 * 86400, tf.int64)
+    times = tf.constant([10 * 86400, 10 * 86400 - int((math.e - 1) * 86400), 11 * 86400], tf.int64)
+    got = preprocessing.example_age(times, newest).numpy()
+    np.testing.assert_allclose(got, [0.0, 1.0, 0.0], atol=1e-5)
+
+
+def test_canonical_copy_orders_examples_whatever_the_input_order(tmp_path):
+    from offline_recall.trainer import task
+
+    examples = [
+        tf.train.Example(
+            features=tf.train.Features(
+                feature={
+                    "a": tf.train.Feature(int64_list=tf.train.Int64List(value=[i])),
+                    "b": tf.train.Feature(int64_list=tf.train.Int64List(value=[i * 7 % 5])),
+                }
+            )
+        )
+        for i in range(20)
+    ]
+    outputs = []
+    for name, order in (("fwd", examples), ("rev", examples[::-1])):
+        folder = tmp_path / name
+        folder.mkdir()
+        for shard in range(2):
+            path = str(folder / f"part-{shard}.gz")
+            with tf.io.TFRecordWriter(path, options="GZIP") as writer:
+                for example in order[shard::2]:
+                    writer.write(example.SerializeToString())
+        (copy,) = task.canonical_copy([str(folder / "*")], str(tmp_path / f"{name}.gz"))
+        outputs.append([r.numpy() for r in tf.data.TFRecordDataset(copy, compression_type="GZIP")])
+    assert outputs[0] == outputs[1] and len(outputs[0]) == 20
+
+
 def test_history_mask_marks_history_items():
     history = tf.constant([[0, 2, PAD], [PAD, PAD, PAD]], tf.int64)
     got = model_lib.history_mask(history, 4).numpy()
     assert got.tolist() == [[True, False, True, False], [False] * 4]
 
 
-@pytest.mark.parametrize("tie", [False, True])
-def test_exported_vectors_reproduce_the_model_logits(tmp_path, tie):
+@pytest.mark.parametrize("variant", ["untied", "tied", "mean_mlp_extras"])
+def test_exported_vectors_reproduce_the_model_logits(tmp_path, variant):
     """user_vector from the SavedModel . exported item vector == the model's own logit."""
     rng = np.random.default_rng(0)
     num_classes, dim = 12, 8
@@ -182,6 +255,8 @@ def test_exported_vectors_reproduce_the_model_logits(tmp_path, tie):
     histories[::3, 3:] = PAD
     labels = rng.integers(0, num_classes, size=32)
     counts = np.arange(1, num_classes + 1, dtype=np.float64)
+    users = rng.integers(0, 6, size=32)
+    tie = variant != "untied"
     params = {
         "num_classes": num_classes,
         "embedding_dim": dim,
@@ -195,9 +270,27 @@ def test_exported_vectors_reproduce_the_model_logits(tmp_path, tie):
         "loss_context": losses.LossContext(num_classes, 5, counts, seed=1),
         "learning_rate": 0.01,
     }
+    features = {"history_idx": histories}
+    if variant == "mean_mlp_extras":
+        params.update(
+            encoder="mean_mlp",
+            encoder_options={},
+            user_embedding=True,
+            num_users=6,
+            user_embedding_dim=4,
+            recency_feature=True,
+        )
+        features.update(
+            {
+                F.USER_IDX: users,
+                F.HISTORY_AGE: rng.uniform(0, 3, size=histories.shape).astype(np.float32),
+                F.LABEL_AGE: rng.uniform(0, 1, size=32).astype(np.float32),
+            }
+        )
+    served = {k: features[k] for k in ("history_idx", F.USER_IDX) if k in features}
 
     def train_input():
-        ds = tf.data.Dataset.from_tensor_slices(({"history_idx": histories}, labels))
+        ds = tf.data.Dataset.from_tensor_slices((features, labels))
         return ds.repeat(3).batch(8)
 
     estimator = tf.estimator.Estimator(
@@ -208,14 +301,16 @@ def test_exported_vectors_reproduce_the_model_logits(tmp_path, tie):
     estimator.train(train_input)
 
     def receiver():
-        history = tf.compat.v1.placeholder(tf.int64, [None, None], name="history")
-        return tf.estimator.export.ServingInputReceiver(
-            {"history_idx": history}, {"history": history}
-        )
+        inputs = {
+            "history_idx": tf.compat.v1.placeholder(tf.int64, [None, None], name="history"),
+        }
+        if F.USER_IDX in served:
+            inputs[F.USER_IDX] = tf.compat.v1.placeholder(tf.int64, [None], name="user")
+        return tf.estimator.export.ServingInputReceiver(inputs, inputs)
 
     exported = estimator.export_saved_model(str(tmp_path / "serving"), receiver).decode()
     serve = tf.saved_model.load(exported).signatures["serving_default"]
-    user_vectors = serve(history=tf.constant(histories))["user_vector"].numpy()
+    user_vectors = serve(**{k: tf.constant(v) for k, v in served.items()})["user_vector"].numpy()
 
     checkpoint = estimator.latest_checkpoint()
     kernel = tf.train.load_variable(checkpoint, model_lib.output_kernel_name(params))
@@ -228,9 +323,11 @@ def test_exported_vectors_reproduce_the_model_logits(tmp_path, tie):
 
     # The model's own logits, from the graph that training built, at the same checkpoint.
     with tf.Graph().as_default():
-        history = tf.constant(histories)
         spec = model_lib.model_fn(
-            {"history_idx": history}, None, tf.estimator.ModeKeys.PREDICT, params
+            {k: tf.constant(v) for k, v in served.items()},
+            None,
+            tf.estimator.ModeKeys.PREDICT,
+            params,
         )
         with tf.compat.v1.variable_scope("softmax", reuse=True):
             bias_var = tf.compat.v1.get_variable("bias")

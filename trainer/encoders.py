@@ -48,8 +48,14 @@ def mean_mlp(
     output_dim: int,
     dropout: float,
     training: bool,
+    user_vectors: tf.Tensor | None = None,
+    ages: tf.Tensor | None = None,
 ) -> tf.Tensor:
     """YouTube DNN: masked mean pooling of the history, then a ReLU tower and a linear output.
+
+    The optional extras are concatenated to every prefix mean before the tower, as YouTube DNN
+    concatenates its other features: a user-id embedding, and the example age (recency) of what
+    each slot predicts.
 
     Args:
         history: [batch, max_len] int64, PAD where empty.
@@ -58,12 +64,19 @@ def mean_mlp(
         output_dim: the user vector's size (the softmax kernel's width).
         dropout: drop rate after each hidden layer while training.
         training: whether dropout is active.
+        user_vectors: optional [batch, du] user-id embeddings.
+        ages: optional [batch, max_len] float32 example age per slot.
 
     Returns:
         (user_vector [batch, output_dim], per_position [batch, max_len, output_dim]): the tower
         applied to the mean of every prefix; an empty history gives the tower's output at 0.
     """
     x = prefix_means(item_embeddings, history)
+    if user_vectors is not None:
+        tiled = tf.tile(user_vectors[:, tf.newaxis, :], [1, tf.shape(history)[1], 1])
+        x = tf.concat([x, tiled], axis=2)
+    if ages is not None:
+        x = tf.concat([x, ages[..., tf.newaxis], tf.square(ages)[..., tf.newaxis]], axis=2)
     for i, units in enumerate(hidden_units):
         x = tf.compat.v1.layers.dense(
             x, units, activation=tf.nn.relu, name=f"user_tower/hidden_{i}"

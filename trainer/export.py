@@ -19,16 +19,25 @@ from offline_recall.trainer import features as F
 ITEM_VECTORS_FILE = "item_vectors.parquet"
 
 
-def serving_receiver_fn(tf_transform_output: tft.TFTransformOutput):
-    """Returns a receiver that takes serialized tf.Examples holding raw `history_items` ids."""
+def serving_receiver_fn(tf_transform_output: tft.TFTransformOutput, with_user: bool = False):
+    """Returns a receiver that takes serialized tf.Examples holding raw `history_items` ids.
+
+    With `with_user` (trainer.user_embedding) the examples also carry the raw `user_id`.
+    Serving predicts for "now": the recency feature is 0, so no timestamps are read.
+    """
 
     def receiver():
         serialized = tf.compat.v1.placeholder(tf.string, shape=[None], name="examples")
-        raw = tf.io.parse_example(serialized, {F.HISTORY: tf.io.VarLenFeature(tf.string)})
+        spec = {F.HISTORY: tf.io.VarLenFeature(tf.string)}
+        if with_user:
+            # Dense [batch, 1], as the schema parses it for Transform; a missing id is the OOV user.
+            spec[F.USER_ID] = tf.io.FixedLenFeature([1], tf.string, default_value=[""])
+        raw = tf.io.parse_example(serialized, spec)
         transformed = tf_transform_output.transform_raw_features(raw, drop_unused_features=True)
-        return tf.estimator.export.ServingInputReceiver(
-            {F.HISTORY_IDX: transformed[F.HISTORY_IDX]}, {"examples": serialized}
-        )
+        features = {F.HISTORY_IDX: transformed[F.HISTORY_IDX]}
+        if with_user:
+            features[F.USER_IDX] = transformed[F.USER_IDX]
+        return tf.estimator.export.ServingInputReceiver(features, {"examples": serialized})
 
     return receiver
 

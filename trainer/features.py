@@ -28,16 +28,33 @@ INGEST_SPLIT = "clicks"
 HISTORY = "history_items"  # VarLen bytes: item keys, oldest first, at most max_history.
 LABEL = "label_item"  # bytes: the next item key (train) or the held-out item key (eval).
 VISITED = "visited_items"  # VarLen bytes: every item key the user has touched before the target.
+HISTORY_TIMES = "history_timestamps"  # VarLen int64: epoch seconds of each history item.
+LABEL_TIME = "label_timestamp"  # int64 (absent when serving): epoch seconds of the label event.
 TRAIN_SPLIT = "train"
 EVAL_SPLIT = "eval"
 SERVING_SPLIT = "serving"
 SEQUENCE_SPLITS = (TRAIN_SPLIT, EVAL_SPLIT, SERVING_SPLIT)
+# Training examples over every event, the held-out one included: written only when
+# `trainer.refit_on_holdout` is on, for the Refit trainer that runs after blessing.
+REFIT_SPLIT = "refit"
+
+
+def sequence_splits(refit: bool) -> tuple[str, ...]:
+    """The splits Sequences writes: train, eval, serving, plus refit when refitting."""
+    return SEQUENCE_SPLITS + ((REFIT_SPLIT,) if refit else ())
+
 
 # --- Transform outputs. ---
 ITEM_VOCAB = "items"  # tft vocabulary (frequency order) used to map keys to indices.
 ITEM_VOCAB_COUNTS = "items_counts"  # the same vocabulary with its counts stored.
 HISTORY_IDX = "history_idx"  # VarLen int64 item indices.
 LABEL_IDX = "label_idx"  # int64 item index.
+USER_VOCAB = "users"  # tft vocabulary of user ids (trainer.user_embedding).
+USER_IDX = "user_idx"  # int64 user index (trainer.user_embedding).
+# trainer.recency_feature: log1p(days from the event to the newest training event); the
+# "example age" of YouTube DNN. Serving predicts for "now", age 0.
+HISTORY_AGE = "history_age"  # VarLen float32, aligned with history_idx.
+LABEL_AGE = "label_age"  # float32.
 
 # --- Model outputs. ---
 USER_VECTOR = "user_vector"

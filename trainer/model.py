@@ -9,12 +9,37 @@ from offline_recall.trainer import features as F
 
 OBJECTIVES = ("per_position", "last_position")
 ITEM_EMBEDDINGS = "item_embeddings"
+USER_EMBEDDINGS = "user_embeddings"
 EVAL_TOP_K = 50
 
 
 def output_kernel_name(params: dict) -> str:
     """The variable whose rows are the item vectors (the input table when embeddings are tied)."""
     return ITEM_EMBEDDINGS if params.get("tie_embeddings") else F.SOFTMAX_KERNEL
+
+
+def next_values(history: tf.Tensor, values: tf.Tensor, last: tf.Tensor, pad_value) -> tf.Tensor:
+    """Per slot, the value of what the slot predicts: slot i + 1's, the label's at the last.
+
+    Args:
+        history: [batch, L] int64, PAD (-1) after the last real item.
+        values: [batch, L] per-slot values aligned with `history` (items, ages...).
+        last: [batch] the label's value.
+        pad_value: what fills the column shifted in at the end.
+
+    Returns:
+        [batch, L]: slot i < length - 1 gets values[i + 1]; the last real slot and every slot
+        after it (all of them for an empty history) get `last`.
+    """
+    lengths = tf.reduce_sum(tf.cast(tf.not_equal(history, encoders.PAD), tf.int32), axis=1)
+    pad_column = tf.fill([tf.shape(values)[0], 1], tf.constant(pad_value, values.dtype))
+    following = tf.concat([values[:, 1:], pad_column], 1)
+    slots = tf.range(tf.shape(history)[1])[tf.newaxis, :]
+    return tf.where(
+        slots >= (lengths - 1)[:, tf.newaxis],
+        tf.broadcast_to(last[:, tf.newaxis], tf.shape(values)),
+        following,
+    )
 
 
 def per_position_targets(
@@ -36,19 +61,48 @@ def per_position_targets(
     """
     real = tf.not_equal(history, encoders.PAD)
     lengths = tf.reduce_sum(tf.cast(real, tf.int32), axis=1)
-    pad_column = tf.fill([tf.shape(history)[0], 1], tf.constant(encoders.PAD, history.dtype))
-    following = tf.concat([history[:, 1:], pad_column], 1)
-    slots = tf.range(tf.shape(history)[1])[tf.newaxis, :]
-    is_last = tf.equal(slots, (lengths - 1)[:, tf.newaxis])
-    targets = tf.where(
-        is_last, tf.broadcast_to(labels[:, tf.newaxis], tf.shape(history)), following
-    )
+    targets = next_values(history, history, labels, encoders.PAD)
     where = tf.where(real)
     empty = tf.equal(lengths, 0)
     vectors = tf.concat(
         [tf.gather_nd(per_position, where), tf.boolean_mask(user_vector, empty)], axis=0
     )
     return vectors, tf.concat([tf.gather_nd(targets, where), tf.boolean_mask(labels, empty)], 0)
+
+
+def _dense_like(values, history: tf.Tensor, default) -> tf.Tensor:
+    """A per-slot feature as dense [batch, L], padded like `encoders.dense_history` pads."""
+    if isinstance(values, tf.SparseTensor):
+        values = tf.sparse.to_dense(values, default_value=default)
+    width = tf.shape(history)[1] - tf.shape(values)[1]
+    return tf.pad(values, [[0, 0], [0, width]], constant_values=default)
+
+
+def encoder_extras(features: dict, history: tf.Tensor, params: dict, mode) -> dict:
+    """The optional mean_mlp inputs: {"user_vectors": [batch, du], "ages": [batch, L]}.
+
+    The age of slot i is the example age of what slot i predicts. It is the real one while
+    training; evaluation and serving predict for "now", age 0, as YouTube DNN does.
+    """
+    extras = {}
+    if params.get("user_embedding"):
+        table = tf.compat.v1.get_variable(
+            USER_EMBEDDINGS,
+            [params["num_users"], params["user_embedding_dim"]],
+            initializer=tf.compat.v1.truncated_normal_initializer(
+                stddev=1.0 / params["user_embedding_dim"] ** 0.5
+            ),
+        )
+        users = tf.reshape(tf.cast(features[F.USER_IDX], tf.int64), [-1])
+        extras["user_vectors"] = tf.nn.embedding_lookup(table, users)
+    if params.get("recency_feature"):
+        if mode == tf.estimator.ModeKeys.TRAIN:
+            ages = _dense_like(features[F.HISTORY_AGE], history, 0.0)
+            label_age = tf.reshape(features[F.LABEL_AGE], [-1])
+            extras["ages"] = next_values(history, ages, label_age, 0.0)
+        else:
+            extras["ages"] = tf.zeros(tf.shape(history), tf.float32)
+    return extras
 
 
 def history_mask(history: tf.Tensor, num_classes: int) -> tf.Tensor:
@@ -84,12 +138,15 @@ def model_fn(features, labels, mode, params):
     """Estimator model_fn.
 
     Args:
-        features: {`history_idx`: SparseTensor or PAD-padded dense [batch, <=max_history] int64}.
+        features: {`history_idx`: SparseTensor or PAD-padded dense [batch, <=max_history] int64;
+            with user_embedding `user_idx` [batch]; with recency_feature, while training,
+            `history_age` (aligned with the history) and `label_age` [batch]}.
         labels: [batch] int64 target item indices (None when predicting).
         mode: a tf.estimator.ModeKeys.
         params: num_classes, embedding_dim, hidden_units, dropout, encoder, encoder_options,
             objective, tie_embeddings, loss, loss_context (a losses.LossContext),
-            learning_rate, l2.
+            learning_rate, l2; for mean_mlp optionally user_embedding, num_users,
+            user_embedding_dim, recency_feature.
 
     Returns:
         EstimatorSpec; predictions hold `user_vector` [batch, embedding_dim]. Training minimises
@@ -106,6 +163,7 @@ def model_fn(features, labels, mode, params):
         [num_classes, dim],
         initializer=tf.compat.v1.truncated_normal_initializer(stddev=1.0 / dim**0.5),
     )
+    extras = encoder_extras(features, history, params, mode)
     user_vector, per_position = encoders.ENCODERS[params["encoder"]](
         history,
         item_embeddings,
@@ -114,6 +172,7 @@ def model_fn(features, labels, mode, params):
         params["dropout"],
         training,
         **params.get("encoder_options", {}),
+        **extras,
     )
     with tf.compat.v1.variable_scope("softmax"):
         if params.get("tie_embeddings"):

@@ -45,11 +45,16 @@ def train_examples_mode(config: dict) -> str:
     return "sequences" if objective == "per_position" else "windows"
 
 
-def _write_summary(_, report_uri, histogram, distinct_items, train, eval_, serving, full_config):
+def refit_enabled(config: dict) -> bool:
+    """Whether the run refits on the holdout, so Sequences must write the `refit` split."""
+    return bool(config.get("trainer", {}).get("refit_on_holdout", False))
+
+
+def _write_summary(_, report_uri, histogram, distinct_items, full_config, **split_counts):
     config = full_config.get("sequences", full_config)
     summary = logic.summarize(
         histogram,
-        {F.TRAIN_SPLIT: train, F.EVAL_SPLIT: eval_, F.SERVING_SPLIT: serving},
+        split_counts,
         distinct_items,
         config["max_history"],
         config["min_events_for_holdout"],
@@ -73,7 +78,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         clicks = artifact_utils.get_single_instance(input_dict["examples"])
         click_splits = artifact_utils.decode_split_names(clicks.split_names)
         output = artifact_utils.get_single_instance(output_dict["sequences"])
-        output.split_names = artifact_utils.encode_split_names(list(F.SEQUENCE_SPLITS))
+        splits = F.sequence_splits(refit_enabled(config))
+        output.split_names = artifact_utils.encode_split_names(list(splits))
         examples_utils.set_payload_format(output, example_gen_pb2.FORMAT_TF_EXAMPLE)
         report_uri = artifact_utils.get_single_uri(output_dict["report"])
 
@@ -89,9 +95,10 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 seq_config["max_history"],
                 seq_config["min_events_for_holdout"],
                 train_examples_mode(config),
+                refit_enabled(config),
             )
             counts = {}
-            for split in F.SEQUENCE_SPLITS:
+            for split in splits:
                 _ = built[split] | f"Write[{split}]" >> beam.io.WriteToTFRecord(
                     os.path.join(common.split_uri(output.uri, split), "data_tfrecord"),
                     file_name_suffix=".gz",
@@ -106,9 +113,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                     report_uri,
                     beam.pvalue.AsSingleton(built["histogram"]),
                     beam.pvalue.AsSingleton(built["distinct_items"]),
-                    beam.pvalue.AsSingleton(counts[F.TRAIN_SPLIT]),
-                    beam.pvalue.AsSingleton(counts[F.EVAL_SPLIT]),
-                    beam.pvalue.AsSingleton(counts[F.SERVING_SPLIT]),
                     config,
+                    **{split: beam.pvalue.AsSingleton(counts[split]) for split in splits},
                 )
             )

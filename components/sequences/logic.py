@@ -12,7 +12,9 @@ For a user with events e_0..e_{n-1}, ordered by (timestamp, input order):
   one example carries up to H targets, and history plus label count each training event exactly
   once (the vocabulary counts rely on that). A user with a single training event gets a piece
   with an empty history;
-- the `serving` example holds the full history (held-out event included) and every visited item.
+- the `serving` example holds the full history (held-out event included) and every visited item;
+- with `refit`, the `refit` split holds the same kind of training examples cut from every event,
+  the held-out one included, for the Refit trainer that runs once the model is blessed.
 
 Item ids stay raw bytes here; the Transform graph maps them to vocabulary keys.
 """
@@ -50,12 +52,12 @@ TRAIN_EXAMPLE_MODES = ("windows", "sequences")
 
 
 def training_pieces(
-    train_items: list[bytes], max_history: int, mode: str
-) -> Iterator[tuple[list[bytes], bytes]]:
+    train_items: list, max_history: int, mode: str
+) -> Iterator[tuple[list, object]]:
     """Yields (history, label) training pairs for one user's time-ordered training items.
 
     Args:
-        train_items: the user's training items, oldest first.
+        train_items: the user's training items (or their positions), oldest first.
         max_history: H, the most items a history holds.
         mode: "windows" (one pair per event) or "sequences" (disjoint pieces of <= H + 1 events,
             cut from the newest event backwards, so the latest piece has the longest context).
@@ -79,6 +81,7 @@ def build_user_examples(
     max_history: int,
     min_events_for_holdout: int,
     train_examples: str = "windows",
+    refit: bool = False,
 ) -> Iterator[tuple[str, tf.train.Example]]:
     """Yields (split, example) for one user.
 
@@ -88,21 +91,37 @@ def build_user_examples(
         max_history: the most recent items a history keeps.
         min_events_for_holdout: users with at least this many events get an eval example.
         train_examples: "windows" or "sequences" (see the module docstring).
+        refit: also yield ("refit", ex) per training pair cut from every event.
 
     Yields:
-        ("train", ex) per training pair, ("eval", ex) at most once, ("serving", ex) once.
+        ("train", ex) per training pair, ("eval", ex) at most once, ("serving", ex) once, and
+        with `refit` ("refit", ex) per pair over all events.
     """
-    items = [item for _, _, item in sorted(events)]
-    holdout = len(items) >= min_events_for_holdout
-    train_items = items[:-1] if holdout else items
+    ordered = sorted(events)
+    items = [item for _, _, item in ordered]
+    times = [timestamp for timestamp, _, _ in ordered]
+    n_train = len(items) - 1 if len(items) >= min_events_for_holdout else len(items)
+    holdout = n_train < len(items)
+    train_items = items[:n_train]
 
-    for history, label in training_pieces(train_items, max_history, train_examples):
-        yield (
-            F.TRAIN_SPLIT,
-            common.make_example(
-                {F.USER_ID: [user], F.HISTORY: history, F.LABEL: [label], F.VISITED: []}
-            ),
+    def train_example(positions: list[int], label: int) -> tf.train.Example:
+        return common.make_example(
+            {
+                F.USER_ID: [user],
+                F.HISTORY: [items[i] for i in positions],
+                F.LABEL: [items[label]],
+                F.VISITED: [],
+            },
+            {F.HISTORY_TIMES: [times[i] for i in positions], F.LABEL_TIME: [times[label]]},
         )
+
+    for positions, label in training_pieces(list(range(n_train)), max_history, train_examples):
+        yield F.TRAIN_SPLIT, train_example(positions, label)
+    if refit:
+        for positions, label in training_pieces(
+            list(range(len(items))), max_history, train_examples
+        ):
+            yield F.REFIT_SPLIT, train_example(positions, label)
     if holdout:
         yield (
             F.EVAL_SPLIT,
@@ -112,7 +131,8 @@ def build_user_examples(
                     F.HISTORY: train_items[-max_history:],
                     F.LABEL: [items[-1]],
                     F.VISITED: unique_in_order(train_items),
-                }
+                },
+                {F.HISTORY_TIMES: times[:n_train][-max_history:], F.LABEL_TIME: [times[-1]]},
             ),
         )
     yield (
@@ -123,7 +143,8 @@ def build_user_examples(
                 F.HISTORY: items[-max_history:],
                 F.LABEL: [],
                 F.VISITED: unique_in_order(items),
-            }
+            },
+            {F.HISTORY_TIMES: times[-max_history:], F.LABEL_TIME: []},
         ),
     )
 
@@ -131,10 +152,17 @@ def build_user_examples(
 class BuildUserExamplesFn(beam.DoFn):
     """Tags each user's examples by split and counts users, holdouts and examples."""
 
-    def __init__(self, max_history: int, min_events_for_holdout: int, train_examples: str):
+    def __init__(
+        self,
+        max_history: int,
+        min_events_for_holdout: int,
+        train_examples: str,
+        refit: bool = False,
+    ):
         self._max_history = max_history
         self._min_events = min_events_for_holdout
         self._train_examples = train_examples
+        self._refit = refit
         self._users = beam.metrics.Metrics.counter("sequences", "users")
         self._holdout_users = beam.metrics.Metrics.counter("sequences", "users_with_holdout")
 
@@ -142,7 +170,12 @@ class BuildUserExamplesFn(beam.DoFn):
         user, events = user_events
         self._users.inc()
         for split, example in build_user_examples(
-            user, list(events), self._max_history, self._min_events, self._train_examples
+            user,
+            list(events),
+            self._max_history,
+            self._min_events,
+            self._train_examples,
+            self._refit,
         ):
             if split == F.EVAL_SPLIT:
                 self._holdout_users.inc()
@@ -196,12 +229,19 @@ def summarize(
         "max_history": max_history,
         "min_events_for_holdout": min_events_for_holdout,
         "train_example_mode": train_examples,
+        **(
+            {"refit_examples": split_counts[F.REFIT_SPLIT]} if F.REFIT_SPLIT in split_counts else {}
+        ),
     }
 
 
 @beam.ptransform_fn
 def BuildSequences(  # noqa: N802
-    clicks, max_history: int, min_events_for_holdout: int, train_examples: str = "windows"
+    clicks,
+    max_history: int,
+    min_events_for_holdout: int,
+    train_examples: str = "windows",
+    refit: bool = False,
 ):
     """Groups serialized ingest tf.Examples by user into split-tagged serialized examples.
 
@@ -210,6 +250,7 @@ def BuildSequences(  # noqa: N802
         max_history: the most recent items a history keeps.
         min_events_for_holdout: users with at least this many events get an eval example.
         train_examples: "windows" or "sequences" (see the module docstring).
+        refit: also build the `refit` split (training examples over every event).
 
     Returns:
         A dict: one PCollection of serialized tf.Examples per split name, plus `histogram`
@@ -217,9 +258,10 @@ def BuildSequences(  # noqa: N802
     """
     keyed = clicks | "ParseClick" >> beam.Map(parse_click)
     grouped = keyed | "GroupByUser" >> beam.GroupByKey()
+    splits = F.sequence_splits(refit)
     tagged = grouped | "BuildUserExamples" >> beam.ParDo(
-        BuildUserExamplesFn(max_history, min_events_for_holdout, train_examples)
-    ).with_outputs(*F.SEQUENCE_SPLITS)
+        BuildUserExamplesFn(max_history, min_events_for_holdout, train_examples, refit)
+    ).with_outputs(*splits)
     histogram = (
         grouped
         | "CountEventsPerUser" >> beam.Map(count_events)
@@ -231,7 +273,7 @@ def BuildSequences(  # noqa: N802
         | "DistinctItems" >> beam.Distinct()
         | "CountDistinctItems" >> beam.combiners.Count.Globally()
     )
-    outputs = {split: tagged[split] for split in F.SEQUENCE_SPLITS}
+    outputs = {split: tagged[split] for split in splits}
     outputs["histogram"] = histogram
     outputs["distinct_items"] = distinct_items
     return outputs
