@@ -149,6 +149,13 @@ def _print_summary(summary: dict, out) -> None:
             f"coverage {model.get(f'coverage@{k}', 0):.4f}   "
             f"(popularity HR {popular.get(f'hr@{k}', 0):.4f})\n"
         )
+    refit = summary.get("trainer", {}).get("refit")
+    if refit:
+        out.write(
+            f"refit: the metrics above are the fit's; the vectors come from a refit on every "
+            f"event ({refit['epochs']} epochs, "
+            f"{'warm start' if refit['warm_start'] else 'from scratch'})\n"
+        )
     publish = summary.get("publish", {})
     if publish.get("published"):
         out.write(

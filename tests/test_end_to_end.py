@@ -108,6 +108,7 @@ def test_summary_counts_reconcile(first_run, clicks):
     assert trainer["best_epochs"] in (2, 4)
     # Refit after blessing: one more epoch over every event, held-out ones included.
     assert trainer["refit"]["epochs"] == 1 and trainer["refit"]["warm_start"]
+    assert "refit: the metrics above are the fit's" in first_run["stdout"]
     sequences = summary["sequences"]
     assert sequences["refit_examples"] >= sequences["train_examples"]
     published = pq.read_table(first_run["out"] / "published" / "item_vectors")
