@@ -86,6 +86,14 @@ def canonical_copy(patterns: list[str], path: str) -> list[str]:
     return [path]
 
 
+def _train_input(files, feature_spec, batch_size, epochs, seed, config):
+    """The shuffled, length-bucketed training input_fn (histories up to sequences.max_history)."""
+    max_history = int(config.get("sequences", {}).get("max_history", 50))
+    return input_fn(
+        files, feature_spec, batch_size, epochs, shuffle=True, seed=seed, max_history=max_history
+    )
+
+
 def bucket_boundaries(max_history: int) -> list[int]:
     """Upper length bounds (exclusive) of the length buckets: 9, 17, 33, ... <= max_history."""
     bounds, b = [], 8
@@ -387,15 +395,7 @@ def run_fn(fn_args) -> None:
         epochs = min(eval_every, max_epochs - epochs_done)
         estimator = make_estimator(chunk)
         estimator.train(
-            input_fn(
-                train_files,
-                feature_spec,
-                batch_size,
-                epochs,
-                shuffle=True,
-                seed=seed + chunk,
-                max_history=int(config.get("sequences", {}).get("max_history", 50)),
-            )
+            _train_input(train_files, feature_spec, batch_size, epochs, seed + chunk, config)
         )
         epochs_done += epochs
         chunk += 1
@@ -509,15 +509,7 @@ def refit_run_fn(fn_args) -> None:
     )
     started = time.time()
     estimator.train(
-        input_fn(
-            train_files,
-            feature_spec,
-            batch_size,
-            epochs,
-            shuffle=True,
-            seed=seed + 1000,
-            max_history=int(config.get("sequences", {}).get("max_history", 50)),
-        )
+        _train_input(train_files, feature_spec, batch_size, epochs, seed + 1000, config)
     )
     checkpoint = estimator.latest_checkpoint()
     model_uri = export_model(estimator, checkpoint, fn_args, tf_transform_output, params)
