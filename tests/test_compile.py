@@ -5,8 +5,7 @@ import os
 import subprocess
 import sys
 
-from offline_recall.pipeline import config as config_lib
-from offline_recall.pipeline.pipeline import STAGES, stages
+from offline_recall.pipeline.pipeline import STAGES
 
 
 def _compile(target, output, *extra):
@@ -52,15 +51,18 @@ def test_without_refit_there_is_no_refit_stage(tmp_path):
     assert "Trainer" in tasks["RecallServing"]["dependentTasks"]
 
 
-def test_airflow_dag_loads_with_every_stage(tmp_path):
+def test_airflow_dag_loads_with_every_stage_and_refits_after_evaluate(tmp_path):
+    config = tmp_path / "refit.json"
+    config.write_text(json.dumps({"trainer": {"refit_on_holdout": True}}))
     dag_file = tmp_path / "dags" / "offline_recall_dag.py"
-    result = _compile("airflow", dag_file)
+    result = _compile("airflow", dag_file, "--config", str(config))
     assert result.returncode == 0, result.stderr
     check = (
         "from airflow.models import DagBag\n"
         f"bag = DagBag(dag_folder={str(dag_file.parent)!r}, include_examples=False)\n"
         "assert not bag.import_errors, bag.import_errors\n"
         "dag = bag.dags['offline-recall']\n"
+        "print(sorted(dag.get_task('Refit').upstream_task_ids))\n"
         "print(sorted(t.task_id for t in dag.tasks))\n"
     )
     env = {
@@ -72,5 +74,6 @@ def test_airflow_dag_loads_with_every_stage(tmp_path):
         [sys.executable, "-c", check], capture_output=True, text=True, timeout=600, env=env
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    expected = stages(config_lib.load())
-    assert set(eval(out.stdout.strip().splitlines()[-1])) == set(expected)  # noqa: S307
+    refit_upstream, tasks = out.stdout.strip().splitlines()[-2:]
+    assert "Evaluate" in eval(refit_upstream)  # noqa: S307
+    assert set(eval(tasks)) == set(STAGES)  # noqa: S307
