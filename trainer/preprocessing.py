@@ -18,21 +18,14 @@ def id_to_key(ids: tf.Tensor) -> tf.Tensor:
     return tf.io.encode_base64(ids, pad=False)
 
 
-def _single_value(sparse: tf.SparseTensor) -> tf.Tensor:
-    """Returns a [batch] dense tensor from a [batch, <=1] sparse one ('' where absent)."""
+def _single_value(sparse: tf.SparseTensor, default="") -> tf.Tensor:
+    """Returns a [batch] dense tensor from a [batch, <=1] sparse one (`default` where absent)."""
     batch = sparse.dense_shape[0]
     reshaped = tf.SparseTensor(sparse.indices, sparse.values, tf.stack([batch, 1]))
-    return tf.sparse.to_dense(reshaped, default_value="")[:, 0]
+    return tf.sparse.to_dense(reshaped, default_value=default)[:, 0]
 
 
 SECONDS_PER_DAY = 86400.0
-
-
-def _single_int(sparse: tf.SparseTensor) -> tf.Tensor:
-    """Returns a [batch] int64 tensor from a [batch, <=1] sparse one (0 where absent)."""
-    batch = sparse.dense_shape[0]
-    reshaped = tf.SparseTensor(sparse.indices, sparse.values, tf.stack([batch, 1]))
-    return tf.sparse.to_dense(reshaped, default_value=0)[:, 0]
 
 
 def example_age(timestamps: tf.Tensor, newest: tf.Tensor) -> tf.Tensor:
@@ -108,5 +101,5 @@ def preprocessing_fn(inputs: dict, custom_config: dict | None = None) -> dict:
         outputs[F.HISTORY_AGE] = tf.SparseTensor(
             times.indices, example_age(times.values, newest), times.dense_shape
         )
-        outputs[F.LABEL_AGE] = example_age(_single_int(label_times), newest)
+        outputs[F.LABEL_AGE] = example_age(_single_value(label_times, 0), newest)
     return outputs
