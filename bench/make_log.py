@@ -14,6 +14,7 @@ import json
 import sys
 
 from offline_recall.pipeline import synthetic
+from offline_recall.pipeline.config import SyntheticConfig
 
 
 def main() -> int:
@@ -27,11 +28,13 @@ def main() -> int:
     args = parser.parse_args()
     shape = synthetic.generate_clicks(
         args.output,
-        seed=args.seed,
-        num_users=args.users,
-        num_items=args.items,
-        num_clusters=args.clusters,
-        mean_events_per_user=args.mean_events,
+        SyntheticConfig(
+            seed=args.seed,
+            num_users=args.users,
+            num_items=args.items,
+            num_clusters=args.clusters,
+            mean_events_per_user=args.mean_events,
+        ),
     )
     print(json.dumps(shape))
     return 0

@@ -29,6 +29,3 @@ class RecallMetrics(Artifact):
     """HR / Recall / NDCG / coverage at K on the holdout, as `metrics.json`."""
 
     TYPE_NAME = "offline_recall.Metrics"
-
-
-SUMMARY_FILE = "summary.json"

@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
 import tensorflow as tf
 
-SUMMARY_FILE = "summary.json"
+from offline_recall.components.contracts import PARQUET_SUFFIX, SUMMARY_FILE
 
 
 def split_uri(examples_uri: str, split: str) -> str:
@@ -27,7 +31,7 @@ def split_pattern(examples_uri: str, split: str) -> str:
 def write_json(path: str, payload: Any) -> None:
     """Writes JSON through a temporary file and a rename, so readers never see half a file."""
     tf.io.gfile.makedirs(os.path.dirname(path) or ".")
-    tmp = f"{path}.tmp"
+    tmp = f"{path}.tmp-{os.getpid()}"
     with tf.io.gfile.GFile(tmp, "w") as f:
         f.write(json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False))
     tf.io.gfile.rename(tmp, path, overwrite=True)
@@ -36,6 +40,26 @@ def write_json(path: str, payload: Any) -> None:
 def read_json(path: str) -> Any:
     with tf.io.gfile.GFile(path, "r") as f:
         return json.loads(f.read())
+
+
+def parquet_files(folder: str) -> list[str]:
+    """The Parquet files of a table folder, in name order."""
+    return sorted(tf.io.gfile.glob(os.path.join(folder, f"*{PARQUET_SUFFIX}")))
+
+
+def read_parquet(path: str, columns: list[str] | None = None) -> pa.Table:
+    """Reads a Parquet file on any filesystem TF knows (gs://, s3://, ram://, local)."""
+    # pyarrow takes no GFile; the file is read whole, as pq.read_table would anyway.
+    with tf.io.gfile.GFile(path, "rb") as f:
+        return pq.read_table(pa.BufferReader(f.read()), columns=columns)
+
+
+def write_parquet(table: pa.Table, path: str) -> None:
+    """Writes a Parquet file on any filesystem TF knows, in one write."""
+    buffer = pa.BufferOutputStream()
+    pq.write_table(table, buffer)
+    with tf.io.gfile.GFile(path, "wb") as f:
+        f.write(buffer.getvalue().to_pybytes())
 
 
 def write_summary(report_uri: str, summary: dict[str, Any]) -> None:
@@ -47,13 +71,32 @@ def read_summary(report_uri: str) -> dict[str, Any]:
     return read_json(os.path.join(report_uri, SUMMARY_FILE))
 
 
-def parse_config(custom_config: str | dict | None) -> dict[str, Any]:
-    """Returns a component's config section from the JSON string TFX carries it in."""
-    if custom_config is None or custom_config == "":
-        return {}
-    if isinstance(custom_config, dict):
-        return custom_config
-    return json.loads(custom_config)
+def summary_path(report_uri: str) -> str:
+    return os.path.join(report_uri, SUMMARY_FILE)
+
+
+def _write_built(_, path: str, build: Callable[..., Any], **values) -> None:
+    write_json(path, build(**values))
+
+
+@beam.ptransform_fn
+def WriteJsonOnce(pbegin, path: str, build: Callable[..., Any], **side_inputs):  # noqa: N802
+    """Writes `build(**values)` as JSON to `path` once, when every side input is computed.
+
+    A stage's summary is made of several aggregates (counts, histograms) of one pipeline; this
+    joins them without collecting anything to the driver.
+
+    Args:
+        pbegin: the pipeline.
+        path: the JSON file to write.
+        build: a picklable function of the side inputs' values (module-level, not a lambda).
+        **side_inputs: `beam.pvalue.AsSingleton(...)`, `AsDict(...)` etc., by keyword.
+    """
+    return (
+        pbegin
+        | "Once" >> beam.Create([None])
+        | "Write" >> beam.Map(_write_built, path, build, **side_inputs)
+    )
 
 
 def bytes_values(example: tf.train.Example, name: str) -> list[bytes]:

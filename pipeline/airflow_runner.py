@@ -6,18 +6,18 @@ Airflow imports the file, so a new package version changes the DAG without recom
 
 from __future__ import annotations
 
-import json
+from offline_recall.pipeline.config import Config
 
 DAG_TEMPLATE = '''"""offline-recall daily DAG (written by `offline-recall compile --target airflow`)."""
 import datetime
-import json
 
 from tfx.orchestration import metadata
 from tfx.orchestration.airflow.airflow_dag_runner import AirflowDagRunner, AirflowPipelineConfig
 
+from offline_recall.pipeline.config import Config
 from offline_recall.pipeline.pipeline import create_pipeline
 
-CONFIG = json.loads({config!r})
+CONFIG = Config.from_json({config!r})
 INPUT_BASE = {input_base!r}
 OUTPUT_DIR = {output_dir!r}
 PIPELINE_ROOT = {pipeline_root!r}
@@ -32,7 +32,6 @@ AIRFLOW_CONFIG = {{
 
 DAG = AirflowDagRunner(AirflowPipelineConfig(AIRFLOW_CONFIG)).run(
     create_pipeline(
-        pipeline_name=CONFIG["pipeline_name"],
         pipeline_root=PIPELINE_ROOT,
         input_base=INPUT_BASE,
         output_dir=OUTPUT_DIR,
@@ -49,12 +48,12 @@ def render_dag(
     output_dir: str,
     pipeline_root: str,
     metadata_path: str,
-    config: dict,
+    config: Config,
     beam_args: list[str] | None = None,
 ) -> str:
     """Returns the text of the Airflow DAG file."""
     return DAG_TEMPLATE.format(
-        config=json.dumps(config, sort_keys=True),
+        config=config.to_json(),
         input_base=input_base,
         output_dir=output_dir,
         pipeline_root=pipeline_root,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import logging
 import os
 import sys
@@ -21,6 +20,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # Library deprecation notices at import time are not for users; the log keeps later ones.
 warnings.filterwarnings("ignore", category=FutureWarning)
 warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+from offline_recall.components import contracts as C  # noqa: E402 - after the TF settings
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_NOT_BLESSED = 0, 1, 2, 3
 
@@ -44,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
         help="click log: a CSV/Parquet/TFRecord file or a folder of daily YYYY-MM-DD/ spans; "
         "without it, a seeded synthetic click log is generated and used",
     )
-    run.add_argument("--config", help="YAML or JSON file overriding pipeline/config.py DEFAULTS")
+    run.add_argument("--config", help="YAML or JSON file overriding pipeline/config.py's defaults")
     compile_ = sub.add_parser(
         "compile", help="write a Kubeflow v2 JSON spec or an Airflow DAG file"
     )
@@ -115,12 +116,12 @@ def _our_error(exc: BaseException):
 
 
 def _write_failure(output_dir: str, stage: str | None, message: str, timings: dict) -> None:
-    from offline_recall.components.publish.logic import write_json_atomic
+    from offline_recall.components import common
 
-    write_json_atomic(
-        os.path.join(output_dir, "run_summary.json"),
+    common.write_json(
+        os.path.join(output_dir, C.RUN_SUMMARY_FILE),
         {
-            "status": "failed",
+            "status": C.STATUS_FAILED,
             "failed_stage": stage,
             "error": message,
             "finished_at": datetime.datetime.now(datetime.UTC).isoformat(),
@@ -159,7 +160,7 @@ def _print_summary(summary: dict, out) -> None:
     publish = summary.get("publish", {})
     if publish.get("published"):
         out.write(
-            f"published: {os.path.join(summary['output'], 'published')} -> "
+            f"published: {os.path.join(summary['output'], C.PUBLISHED_LINK)} -> "
             f"{publish.get('release')}\n"
         )
     else:
@@ -181,7 +182,9 @@ def cmd_run(args, beam_args: list[str]) -> int:
         return EXIT_BAD_INPUT
     os.makedirs(output_dir, exist_ok=True)
     started = time.time()
-    log_path = os.path.join(output_dir, "logs", f"run-{datetime.datetime.now():%Y%m%d-%H%M%S}.log")
+    log_path = os.path.join(
+        output_dir, C.LOGS_DIR, f"run-{datetime.datetime.now():%Y%m%d-%H%M%S}.log"
+    )
     from offline_recall.pipeline.pipeline import stages
 
     progress = _setup_logging(log_path, stages(config))
@@ -194,13 +197,13 @@ def cmd_run(args, beam_args: list[str]) -> int:
 
         input_base = os.path.join(output_dir, "input", "synthetic_clicks.csv")
         os.makedirs(os.path.dirname(input_base), exist_ok=True)
-        facts = synthetic.generate_clicks(input_base, **config["synthetic"])
+        facts = synthetic.generate_clicks(input_base, config.synthetic)
         print(f"no --input: generated a synthetic click log {input_base} ({facts})", flush=True)
 
     from offline_recall.components.ingest import sources
 
     try:
-        sources.preflight(input_base, config["ingest"])
+        sources.preflight(input_base, config.ingest.max_spans)
     except Exception as e:  # noqa: BLE001 - only our own errors are printed as one line
         ours = _our_error(e)
         if ours is None:
@@ -223,19 +226,18 @@ def cmd_run(args, beam_args: list[str]) -> int:
         print(f"(full traceback in {log_path}; the published set was not changed)", file=sys.stderr)
         return EXIT_BAD_INPUT if ours else EXIT_FAILED
 
-    summary_path = os.path.join(output_dir, "run_summary.json")
-    with open(summary_path, encoding="utf-8") as f:
-        summary = json.load(f)
-    summary["timings_seconds"] = {**progress.timings, "total": round(time.time() - started, 1)}
-    from offline_recall.components.publish.logic import write_json_atomic
+    from offline_recall.components import common
 
-    write_json_atomic(summary_path, summary)
+    summary_path = os.path.join(output_dir, C.RUN_SUMMARY_FILE)
+    summary = common.read_json(summary_path)
+    summary["timings_seconds"] = {**progress.timings, "total": round(time.time() - started, 1)}
+    common.write_json(summary_path, summary)
     _print_summary(summary, sys.stdout)
     print(
         f"done in {time.time() - started:.1f}s; summary {summary_path}, report "
-        f"{os.path.join(output_dir, 'report', 'index.html')}"
+        f"{os.path.join(output_dir, C.REPORT_DIR, C.REPORT_PAGE)}"
     )
-    return EXIT_OK if summary.get("status") == "published" else EXIT_NOT_BLESSED
+    return EXIT_OK if summary["status"] == C.STATUS_PUBLISHED else EXIT_NOT_BLESSED
 
 
 def main(argv: list[str] | None = None) -> int:

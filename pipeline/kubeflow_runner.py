@@ -10,6 +10,7 @@ import os
 
 from tfx import v1 as tfx
 
+from offline_recall.pipeline.config import Config
 from offline_recall.pipeline.pipeline import create_pipeline
 
 DEFAULT_IMAGE = "offline-recall:latest"
@@ -20,7 +21,7 @@ def compile_pipeline(
     input_base: str,
     output_dir: str,
     pipeline_root: str,
-    config: dict,
+    config: Config,
     beam_args: list[str] | None = None,
     image: str = DEFAULT_IMAGE,
 ) -> str:
@@ -30,7 +31,6 @@ def compile_pipeline(
     if "://" not in pipeline_root:
         os.makedirs(pipeline_root, exist_ok=True)
     pipeline = create_pipeline(
-        pipeline_name=config["pipeline_name"],
         pipeline_root=pipeline_root,
         input_base=input_base,
         output_dir=output_dir,

@@ -9,6 +9,7 @@ import os
 
 from tfx import v1 as tfx
 
+from offline_recall.pipeline.config import Config
 from offline_recall.pipeline.pipeline import create_pipeline
 
 DEFAULT_BEAM_ARGS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
@@ -21,16 +22,14 @@ def paths(output_dir: str) -> dict[str, str]:
         "output_dir": output_dir,
         "pipeline_root": os.path.join(output_dir, "tfx", "pipeline_root"),
         "metadata": os.path.join(output_dir, "tfx", "metadata.sqlite"),
-        "logs": os.path.join(output_dir, "logs"),
     }
 
 
-def run(input_base: str, output_dir: str, config: dict, beam_args: list[str] | None = None):
+def run(input_base: str, output_dir: str, config: Config, beam_args: list[str] | None = None):
     """Builds and runs the pipeline locally; raises what the failing component raised."""
     p = paths(output_dir)
     os.makedirs(os.path.dirname(p["metadata"]), exist_ok=True)
     pipeline = create_pipeline(
-        pipeline_name=config["pipeline_name"],
         pipeline_root=p["pipeline_root"],
         input_base=os.path.abspath(input_base),
         output_dir=p["output_dir"],

@@ -9,10 +9,11 @@ ids hold commas, quotes, spaces, non-ASCII and newlines, to exercise byte-exact 
 from __future__ import annotations
 
 import csv
-import datetime
 import os
 
 import numpy as np
+
+from offline_recall.pipeline.config import SyntheticConfig
 
 HEADER = ["user_id", "item_id", "timestamp", "session"]
 NASTY_ITEM_IDS = ["i,comma", 'i "quoted"', "i space", "caf\u00e9", "\u5546\u54c1", "line\nbreak"]
@@ -74,17 +75,20 @@ def _rows(seed, num_users, num_items, num_clusters, mean_events_per_user, start_
             yield [f"u{u:05d}", ids[item], str(t), f"s{u}-{k // 10}"]
 
 
+# The first event's earliest time (2023-11-14), so the log is in the past whatever the clock says.
+START_TIMESTAMP = 1_700_000_000
+
+
 def generate_clicks(
-    path: str,
-    *,
-    seed: int = 7,
-    num_users: int = 1500,
-    num_items: int = 800,
-    num_clusters: int = 20,
-    mean_events_per_user: int = 30,
-    start_timestamp: int = 1_700_000_000,
+    path: str, config: SyntheticConfig, start_timestamp: int = START_TIMESTAMP
 ) -> dict:
-    """Writes the synthetic log as an RFC 4180 CSV at `path`; returns rows, users and items."""
+    """Writes the synthetic log as an RFC 4180 CSV at `path`; returns rows, users and items.
+
+    Args:
+        path: the CSV file to write.
+        config: the `synthetic` section: seed and shape.
+        start_timestamp: epoch seconds the users' first events start from.
+    """
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     rows = users = 0
     seen_items = set()
@@ -93,7 +97,12 @@ def generate_clicks(
         writer.writerow(HEADER)
         last_user = None
         for row in _rows(
-            seed, num_users, num_items, num_clusters, mean_events_per_user, start_timestamp
+            config.seed,
+            config.num_users,
+            config.num_items,
+            config.num_clusters,
+            config.mean_events_per_user,
+            start_timestamp,
         ):
             writer.writerow(row)
             rows += 1
@@ -101,35 +110,3 @@ def generate_clicks(
             if row[0] != last_user:
                 users, last_user = users + 1, row[0]
     return {"rows": rows, "users": users, "items": len(seen_items)}
-
-
-def generate_spans(folder: str, *, days: int = 3, **kwargs) -> list[str]:
-    """Writes the same kind of log split into daily `YYYY-MM-DD/clicks.csv` folders by UTC date."""
-    kwargs.setdefault("start_timestamp", 1_700_000_000)
-    by_day: dict[str, list[list[str]]] = {}
-    args = {
-        k: kwargs.get(k, d)
-        for k, d in (
-            ("seed", 7),
-            ("num_users", 1500),
-            ("num_items", 800),
-            ("num_clusters", 20),
-            ("mean_events_per_user", 30),
-            ("start_timestamp", 1_700_000_000),
-        )
-    }
-    first_day = args["start_timestamp"] // 86400
-    for row in _rows(**args):
-        day = min(int(row[2]) // 86400 - first_day, days - 1) if days > 0 else 0
-        date = datetime.date(1970, 1, 1) + datetime.timedelta(days=first_day + day)
-        by_day.setdefault(date.isoformat(), []).append(row)
-    written = []
-    for date, rows in sorted(by_day.items()):
-        path = os.path.join(folder, date, "clicks.csv")
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(HEADER)
-            writer.writerows(rows)
-        written.append(path)
-    return written

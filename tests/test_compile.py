@@ -8,29 +8,14 @@ import sys
 from offline_recall.pipeline.pipeline import STAGES
 
 
-def _compile(target, output, *extra):
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "offline_recall.pipeline.cli",
-            "compile",
-            "--target",
-            target,
-            "--output",
-            str(output),
-            *extra,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+def _compile(cli, target, output, *extra):
+    return cli("compile", "--target", target, "--output", str(output), *extra, timeout=600)
 
 
-def test_kubeflow_spec_has_every_stage_and_refits_after_evaluate(tmp_path):
+def test_kubeflow_spec_has_every_stage_and_refits_after_evaluate(tmp_path, cli):
     config = tmp_path / "refit.json"
     config.write_text(json.dumps({"trainer": {"refit_on_holdout": True}}))
-    result = _compile("kubeflow", tmp_path / "kfp.json", "--config", str(config))
+    result = _compile(cli, "kubeflow", tmp_path / "kfp.json", "--config", str(config))
     assert result.returncode == 0, result.stderr
     job = json.loads((tmp_path / "kfp.json").read_text())
     tasks = job["pipelineSpec"]["root"]["dag"]["tasks"]
@@ -41,21 +26,21 @@ def test_kubeflow_spec_has_every_stage_and_refits_after_evaluate(tmp_path):
     assert "Refit" in tasks["RecallServing"]["dependentTasks"]
 
 
-def test_without_refit_there_is_no_refit_stage(tmp_path):
+def test_without_refit_there_is_no_refit_stage(tmp_path, cli):
     config = tmp_path / "no_refit.json"
     config.write_text(json.dumps({"trainer": {"refit_on_holdout": False}}))
-    result = _compile("kubeflow", tmp_path / "kfp.json", "--config", str(config))
+    result = _compile(cli, "kubeflow", tmp_path / "kfp.json", "--config", str(config))
     assert result.returncode == 0, result.stderr
     tasks = json.loads((tmp_path / "kfp.json").read_text())["pipelineSpec"]["root"]["dag"]["tasks"]
     assert set(tasks) == set(STAGES) - {"Refit"}
     assert "Trainer" in tasks["RecallServing"]["dependentTasks"]
 
 
-def test_airflow_dag_loads_with_every_stage_and_refits_after_evaluate(tmp_path):
+def test_airflow_dag_loads_with_every_stage_and_refits_after_evaluate(tmp_path, cli):
     config = tmp_path / "refit.json"
     config.write_text(json.dumps({"trainer": {"refit_on_holdout": True}}))
     dag_file = tmp_path / "dags" / "offline_recall_dag.py"
-    result = _compile("airflow", dag_file, "--config", str(config))
+    result = _compile(cli, "airflow", dag_file, "--config", str(config))
     assert result.returncode == 0, result.stderr
     check = (
         "from airflow.models import DagBag\n"

@@ -8,6 +8,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from offline_recall.components.evaluate import logic
+from offline_recall.pipeline.config import EvaluateConfig
 
 
 def test_user_metrics_hand_computed():
@@ -65,7 +66,7 @@ def test_mean_metrics_and_coverage_in_beam():
         assert_that(coverage, equal_to([(1, 1), (2, 3)]), label="Coverage")
 
 
-CONFIG = {"min_hr_at_50": 0.1, "min_ratio_to_popularity": 1.0, "max_regression": 0.1}
+CONFIG = EvaluateConfig(min_hr_at_50=0.1, min_ratio_to_popularity=1.0, max_regression=0.1)
 
 
 def _metrics(hr, pop):
@@ -83,3 +84,20 @@ def test_bless_rules():
     assert not blessed and "regressed" in why[0]
     assert logic.bless(_metrics(0.46, 0.2), 100, CONFIG, previous)[0]
     assert not logic.bless({"model": {"users": 0}, "popularity": {}}, 100, CONFIG, None)[0]
+
+
+def test_finalize_adds_recall_and_coverage_at_every_k():
+    raw = {
+        "model": {"hr@10": 0.25, "hr@50": 0.5, "users": 4},
+        "popularity": {"hr@10": 0.1},
+        "coverage_counts": {"10": 3, "50": 8},
+    }
+    metrics = logic.finalize_metrics(raw, 16, [10, 50])
+    assert metrics["model"]["recall@10"] == 0.25 and metrics["model"]["recall@50"] == 0.5
+    assert metrics["model"]["coverage@10"] == 3 / 16 and metrics["model"]["coverage@50"] == 0.5
+    assert metrics["ks"] == [10, 50] and metrics["catalog_size"] == 16
+
+
+def test_blessing_k_is_always_evaluated():
+    assert EvaluateConfig(ks=(5, 10)).metric_ks() == (5, 10, 50)
+    assert EvaluateConfig(ks=(100, 50)).metric_ks() == (50, 100)

@@ -18,8 +18,6 @@ from offline_recall.components.ingest import rows, sources
 from offline_recall.trainer import features as F
 
 NOW = 1_800_000_000
-NASTY_USER = 'u, "q"\nline\t\u00e9'
-NASTY_ITEM = '\u5546\u54c1,\r\n"x"'
 
 
 def test_parse_timestamp():
@@ -55,43 +53,43 @@ def _write_csv(path, header, body):
 
 def test_preflight_errors_name_the_file(tmp_path):
     with pytest.raises(IngestError, match="does not exist"):
-        sources.preflight(str(tmp_path / "nope.csv"))
+        sources.preflight(str(tmp_path / "nope.csv"), None)
     empty_dir = tmp_path / "empty"
     empty_dir.mkdir()
     with pytest.raises(IngestError, match="no data files"):
-        sources.preflight(str(empty_dir))
+        sources.preflight(str(empty_dir), None)
     missing = tmp_path / "missing.csv"
     _write_csv(missing, ["user_id", "item_id"], [["u", "i"]])
     with pytest.raises(IngestError, match=r"missing\.csv: missing required column 'timestamp'"):
-        sources.preflight(str(missing))
+        sources.preflight(str(missing), None)
     header_only = tmp_path / "header_only.csv"
     _write_csv(header_only, ["user_id", "item_id", "timestamp"], [])
     with pytest.raises(IngestError, match="input has no rows"):
-        sources.preflight(str(header_only))
+        sources.preflight(str(header_only), None)
     fake = tmp_path / "fake.parquet"
     fake.write_text("user_id,item_id,timestamp\n")
     with pytest.raises(IngestError, match=r"fake\.parquet: not a Parquet file"):
-        sources.preflight(str(fake))
+        sources.preflight(str(fake), None)
     fake_tfr = tmp_path / "fake.tfrecord"
     fake_tfr.write_bytes(b"\x01\x02garbage" * 10)
     with pytest.raises(IngestError, match=r"fake\.tfrecord"):
-        sources.preflight(str(fake_tfr))
+        sources.preflight(str(fake_tfr), None)
     unknown = tmp_path / "clicks.json"
     unknown.write_text("{}")
     with pytest.raises(IngestError, match="unknown input format"):
-        sources.preflight(str(unknown))
+        sources.preflight(str(unknown), None)
     unreadable = tmp_path / "dir.csv"
     unreadable.mkdir()
     with pytest.raises(IngestError, match=r"dir\.csv"):
         sources.preflight_file(sources.InputFile(str(unreadable), "csv", 0, 0))
 
 
-def _bad_input(tmp_path):
+def _bad_input(tmp_path, user, item):
     """A CSV feeding every bad-row kind once (twice for one), plus nasty valid ids."""
     path = tmp_path / "clicks.csv"
     header = ["user_id", "item_id", "timestamp", "extra"]
     good = [
-        [NASTY_USER, NASTY_ITEM, "1600000000", "x"],  # line 2-4 (two embedded newlines)
+        [user, item, "1600000000", "x"],  # line 2-4 (two embedded newlines)
         ["u1", "i1", "2020-09-13T12:26:41Z", ""],
         ["u1", "i1", "1600000001", ""],  # same instant as the ISO row: duplicate
         ["u1", "i2", "1600000002", "tab\there"],
@@ -144,8 +142,8 @@ def _keep(values, results, name):
     return values
 
 
-def test_every_bad_row_kind_is_counted_exactly(tmp_path):
-    files = sources.preflight(_bad_input(tmp_path))
+def test_every_bad_row_kind_is_counted_exactly(tmp_path, awkward_user, awkward_item):
+    files = sources.preflight(_bad_input(tmp_path, awkward_user, awkward_item), None)
     _STORE.clear()
     _run_ingest(files)
     reasons = dict(_STORE["reasons"])
@@ -185,7 +183,7 @@ def test_every_bad_row_kind_is_counted_exactly(tmp_path):
     examples = [tf.train.Example.FromString(s) for s in _STORE["examples"]]
     users = {common.bytes_values(e, F.USER_ID)[0] for e in examples}
     items = {common.bytes_values(e, F.ITEM_ID)[0] for e in examples}
-    assert NASTY_USER.encode() in users and NASTY_ITEM.encode() in items
+    assert awkward_user.encode() in users and awkward_item.encode() in items
     with pytest.raises(IngestError, match=r"10 of 15 rows \(66\.67%\) are bad"):
         rows.check_bad_fraction(summary, 0.01, "q")
     rows.check_bad_fraction(summary, 0.7, "q")
@@ -212,7 +210,7 @@ def test_parquet_tfrecord_and_spans(tmp_path):
             ).SerializeToString()
         )
     (day2 / "_SUCCESS").write_text("")
-    files = sources.preflight(str(tmp_path / "logs"))
+    files = sources.preflight(str(tmp_path / "logs"), None)
     assert [(os.path.basename(f.path), f.span) for f in files] == [
         ("a.parquet", 19723),
         ("b.tfrecord.gz", 19724),
@@ -239,7 +237,7 @@ def test_input_order_follows_file_rank_then_row(tmp_path):
 def test_beam_transform_assert_that(tmp_path):
     path = tmp_path / "c.csv"
     _write_csv(path, ["user_id", "item_id", "timestamp"], [["u", "i", "5"], ["u", "i", "5"]])
-    files = sources.preflight(str(path))
+    files = sources.preflight(str(path), None)
     with TestPipeline() as p:
         out = p | beam.Create(files) | rows.IngestClicks(256, NOW)
         assert_that(out["duplicates"], equal_to([1]), label="Dups")

@@ -32,6 +32,7 @@ def _sources(tmp_path, tag):
 
 def _publish(out, tmp_path, tag, **kw):
     recalls, uvs, items = _sources(tmp_path, tag)
+    kw.setdefault("keep_releases", 2)
     return logic.publish_release(str(out), tag, recalls, uvs, items, {"tag": tag}, {}, **kw)
 
 
@@ -53,7 +54,8 @@ def test_failed_publish_leaves_previous_set(tmp_path):
     _publish(out, tmp_path, "r1")
     recalls, uvs, items = _sources(tmp_path, "r2")
     with pytest.raises(logic.PublishError):
-        logic.publish_release(str(out), "r2", recalls, [], items, {}, {})  # no user vectors
+        # No user vectors.
+        logic.publish_release(str(out), "r2", recalls, [], items, {}, {}, keep_releases=2)
     assert os.readlink(out / "published") == os.path.join("releases", "r1")
     assert pq.read_table(out / "published" / "recalls").column("item_ids").to_pylist() == [["i-r1"]]
 

@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from offline_recall.components.publish import report
+from offline_recall.components.report import page as report
 
 
 def test_report_files_and_escaping(tmp_path):

@@ -21,7 +21,9 @@ def _decode(example):
 
 def _by_split(user, events, max_history=2, min_events=3):
     out = {}
-    for split, example in logic.build_user_examples(user, events, max_history, min_events):
+    for split, example in logic.build_user_examples(
+        user, events, max_history, min_events, "last_position"
+    ):
         out.setdefault(split, []).append(_decode(example))
     return out
 
@@ -75,7 +77,11 @@ def test_build_sequences_transform():
     ]
     with TestPipeline() as p:
         out = (
-            p | beam.Create(clicks) | logic.BuildSequences(max_history=5, min_events_for_holdout=3)
+            p
+            | beam.Create(clicks)
+            | logic.BuildSequences(
+                max_history=5, min_events_for_holdout=3, objective="last_position"
+            )
         )
         assert_that(
             out[F.TRAIN_SPLIT] | "TrainLabels" >> beam.Map(_label_of),
@@ -98,7 +104,7 @@ def test_build_sequences_transform():
 
 def test_sequence_pieces_cover_each_training_event_once_newest_piece_longest():
     items = [bytes([ord("a") + i]) for i in range(10)]
-    pieces = list(logic.training_pieces(items, 3, "sequences"))
+    pieces = list(logic.training_pieces(items, 3, "per_position"))
     assert pieces == [
         (items[6:9], items[9]),
         (items[2:5], items[5]),
@@ -111,16 +117,16 @@ def test_sequence_pieces_cover_each_training_event_once_newest_piece_longest():
 def test_sequence_mode_user_with_one_training_event_gets_an_empty_history():
     out = {}
     for split, example in logic.build_user_examples(
-        b"u", [(1, 1, b"x")], 5, 3, train_examples="sequences"
+        b"u", [(1, 1, b"x")], 5, 3, objective="per_position"
     ):
         out.setdefault(split, []).append(_decode(example))
     assert [(e["history"], e["label"]) for e in out["train"]] == [([], [b"x"])]
 
 
-def test_unknown_train_example_mode_is_rejected():
+def test_unknown_objective_is_rejected():
     import pytest
 
-    with pytest.raises(ValueError, match="train_examples"):
+    with pytest.raises(ValueError, match="objective"):
         list(logic.training_pieces([b"a"], 3, "bags"))
 
 
@@ -128,7 +134,7 @@ def test_refit_split_cuts_pieces_from_every_event_the_holdout_included():
     events = [(t, t, bytes([ord("a") + t])) for t in range(6)]  # a..f, f is held out
     out = {}
     for split, example in logic.build_user_examples(
-        b"u", events, 2, 3, train_examples="sequences", refit=True
+        b"u", events, 2, 3, objective="per_position", refit=True
     ):
         out.setdefault(split, []).append(_decode(example))
     pairs = {s: [(e["history"], e["label"]) for e in out[s]] for s in ("train", "refit")}
@@ -136,7 +142,7 @@ def test_refit_split_cuts_pieces_from_every_event_the_holdout_included():
     assert pairs["train"] == [([b"c", b"d"], [b"e"]), ([b"a"], [b"b"])]
     assert pairs["refit"] == [([b"d", b"e"], [b"f"]), ([b"a", b"b"], [b"c"])]
     assert out["eval"][0]["label"] == [b"f"]
-    without = {s for s, _ in logic.build_user_examples(b"u", events, 2, 3, "sequences")}
+    without = {s for s, _ in logic.build_user_examples(b"u", events, 2, 3, "per_position")}
     assert without == {"train", "eval", "serving"}
 
 
@@ -147,7 +153,7 @@ def test_build_sequences_writes_the_refit_split():
             p
             | beam.Create(clicks)
             | logic.BuildSequences(
-                max_history=5, min_events_for_holdout=3, train_examples="sequences", refit=True
+                max_history=5, min_events_for_holdout=3, objective="per_position", refit=True
             )
         )
         assert_that(

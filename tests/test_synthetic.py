@@ -6,6 +6,7 @@ import csv
 import numpy as np
 
 from offline_recall.pipeline import synthetic
+from offline_recall.pipeline.config import SyntheticConfig
 
 SMALL = {"num_users": 300, "num_items": 200, "num_clusters": 10, "mean_events_per_user": 15}
 
@@ -17,16 +18,16 @@ def _rows(path):
 
 def test_deterministic_per_seed(tmp_path):
     a, b, c = tmp_path / "a.csv", tmp_path / "b.csv", tmp_path / "c.csv"
-    synthetic.generate_clicks(str(a), seed=1, **SMALL)
-    synthetic.generate_clicks(str(b), seed=1, **SMALL)
-    synthetic.generate_clicks(str(c), seed=2, **SMALL)
+    synthetic.generate_clicks(str(a), SyntheticConfig(seed=1, **SMALL))
+    synthetic.generate_clicks(str(b), SyntheticConfig(seed=1, **SMALL))
+    synthetic.generate_clicks(str(c), SyntheticConfig(seed=2, **SMALL))
     assert a.read_bytes() == b.read_bytes()
     assert a.read_bytes() != c.read_bytes()
 
 
 def test_shape_nasty_ids_and_order(tmp_path):
     path = tmp_path / "clicks.csv"
-    facts = synthetic.generate_clicks(str(path), seed=1, **SMALL)
+    facts = synthetic.generate_clicks(str(path), SyntheticConfig(seed=1, **SMALL))
     rows = _rows(path)
     assert facts["rows"] == len(rows) and facts["users"] == 300
     assert 10 * 300 < len(rows) < 25 * 300
@@ -40,7 +41,7 @@ def test_shape_nasty_ids_and_order(tmp_path):
 
 def test_structure_is_learnable(tmp_path):
     path = tmp_path / "clicks.csv"
-    synthetic.generate_clicks(str(path), seed=1, **SMALL)
+    synthetic.generate_clicks(str(path), SyntheticConfig(seed=1, **SMALL))
     rows = _rows(path)
     ids = synthetic.item_ids(SMALL["num_items"])
     cluster = dict(

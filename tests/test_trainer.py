@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 
@@ -9,7 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from offline_recall.trainer import encoders, export, losses
+from offline_recall.pipeline.config import TrainerConfig
+from offline_recall.trainer import encoders, export, hparams, losses
 from offline_recall.trainer import features as F
 from offline_recall.trainer import model as model_lib
 
@@ -126,7 +128,7 @@ def _run_encoder(name, histories, **options):
         tf.compat.v1.set_random_seed(0)
         history = tf.compat.v1.placeholder(tf.int64, [None, None])
         table = tf.compat.v1.get_variable("items", [10, 8])
-        user_vector, per_position = encoders.ENCODERS[name](
+        user_vector, per_position = model_lib.ENCODERS[name](
             history, table, [16], 8, 0.5, False, **options
         )
         with tf.compat.v1.Session() as sess:
@@ -213,7 +215,7 @@ def test_example_age_is_log1p_days_before_the_newest_event_clipped_at_zero():
 
 
 def test_canonical_copy_orders_examples_whatever_the_input_order(tmp_path):
-    from offline_recall.trainer import task
+    from offline_recall.trainer import inputs
 
     examples = [
         tf.train.Example(
@@ -235,9 +237,15 @@ def test_canonical_copy_orders_examples_whatever_the_input_order(tmp_path):
             with tf.io.TFRecordWriter(path, options="GZIP") as writer:
                 for example in order[shard::2]:
                     writer.write(example.SerializeToString())
-        (copy,) = task.canonical_copy([str(folder / "*")], str(tmp_path / f"{name}.gz"))
+        (copy,) = inputs.canonical_copy(
+            [str(folder / "*")], str(tmp_path / f"{name}.gz"), keep=["a"]
+        )
         outputs.append([r.numpy() for r in tf.data.TFRecordDataset(copy, compression_type="GZIP")])
     assert outputs[0] == outputs[1] and len(outputs[0]) == 20
+    # Only the kept feature survives, and the order is the order of its bytes.
+    kept = [tf.train.Example.FromString(r) for r in outputs[0]]
+    assert all(list(e.features.feature) == ["a"] for e in kept)
+    assert outputs[0] == sorted(outputs[0])
 
 
 def test_history_mask_marks_history_items():
@@ -256,30 +264,29 @@ def test_exported_vectors_reproduce_the_model_logits(tmp_path, variant):
     labels = rng.integers(0, num_classes, size=32)
     counts = np.arange(1, num_classes + 1, dtype=np.float64)
     users = rng.integers(0, 6, size=32)
-    tie = variant != "untied"
-    params = {
-        "num_classes": num_classes,
-        "embedding_dim": dim,
-        "hidden_units": [16],
-        "dropout": 0.1,
-        "encoder": "self_attention",
-        "encoder_options": {"num_blocks": 1, "num_heads": 2},
-        "objective": "per_position",
-        "tie_embeddings": tie,
-        "loss": "sampled_softmax",
-        "loss_context": losses.LossContext(num_classes, 5, counts, seed=1),
-        "learning_rate": 0.01,
-    }
-    features = {"history_idx": histories}
+    config = TrainerConfig(
+        embedding_dim=dim,
+        hidden_units=(16,),
+        dropout=0.1,
+        num_blocks=1,
+        num_heads=2,
+        tie_embeddings=variant != "untied",
+        loss="sampled_softmax",
+        num_sampled=5,
+        learning_rate=0.01,
+        seed=1,
+    )
     if variant == "mean_mlp_extras":
-        params.update(
+        config = dataclasses.replace(
+            config,
             encoder="mean_mlp",
-            encoder_options={},
             user_embedding=True,
-            num_users=6,
             user_embedding_dim=4,
             recency_feature=True,
         )
+    params = hparams.build_params(config, num_classes - 1, num_classes, counts, num_users=6)
+    features = {"history_idx": histories}
+    if variant == "mean_mlp_extras":
         features.update(
             {
                 F.USER_IDX: users,
@@ -357,4 +364,28 @@ def test_learning_rate_decays_linearly_to_the_floor():
                 sess.run(step.assign(value))
                 got.append(sess.run(lr))
     assert got == pytest.approx([0.01, 0.0055, 0.001, 0.001])
-    assert model_lib.learning_rate({"learning_rate": 0.01}) == 0.01
+    assert model_lib.learning_rate({"learning_rate": 0.01, "decay_steps": 0}) == 0.01
+
+
+def test_every_option_name_is_a_function_of_that_name():
+    from offline_recall.trainer import options
+
+    assert set(model_lib.ENCODERS) == set(options.ENCODERS)
+    assert set(model_lib.LOSSES) == set(options.LOSSES)
+    assert all(f.__name__ == name for name, f in model_lib.ENCODERS.items())
+    assert all(f.__name__ == name for name, f in model_lib.LOSSES.items())
+
+
+def test_holdout_hits_rank_like_recall_visited_and_oov_excluded():
+    # 4 catalog items + 1 OOV bucket (index 4). Scores, best first: 4 (OOV), 0, 1, 2, 3.
+    scores = tf.constant([[5.0, 4.0, 3.0, 2.0, 9.0]] * 4)
+    labels = tf.constant([2, 2, 1, 4], tf.int64)
+    visited = tf.constant(
+        [[PAD, PAD], [0, 1], [PAD, PAD], [PAD, PAD]],
+        tf.int64,
+    )
+    excluded = model_lib.history_mask(visited, 5)
+    got = model_lib.holdout_hits(scores, labels, excluded, vocab_size=4, k=2).numpy()
+    # Row 0: ranking 0, 1 | 2 -> miss (the OOV bucket does not take a place).
+    # Row 1: 0 and 1 visited -> 2, 3 -> hit. Row 2: 0, 1 -> hit. Row 3: OOV label -> miss.
+    assert got.tolist() == [False, True, True, False]

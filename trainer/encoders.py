@@ -1,4 +1,5 @@
-"""History encoders: item-index histories -> user vectors. One function per `trainer.encoder`.
+"""History encoders: item-index histories -> user vectors. One function per `trainer.encoder`,
+named as the option is (registered in `trainer/options.py`).
 
 Every encoder returns `(user_vector [batch, dim], per_position [batch, max_len, dim])`. Row i of
 `per_position` encodes the history up to and including slot i only (it is causal), so the
@@ -183,6 +184,3 @@ def self_attention(
         (lengths > 0)[:, tf.newaxis], last, tf.broadcast_to(empty, tf.shape(last))
     )
     return user_vector, x
-
-
-ENCODERS = {"mean_mlp": mean_mlp, "self_attention": self_attention}

@@ -10,13 +10,13 @@ import os
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import tensorflow as tf
 import tensorflow_transform as tft
 
+from offline_recall.components import common
+from offline_recall.components import contracts as C
 from offline_recall.trainer import features as F
-
-ITEM_VECTORS_FILE = "item_vectors.parquet"
+from offline_recall.trainer import model as model_lib
 
 
 def serving_receiver_fn(tf_transform_output: tft.TFTransformOutput, with_user: bool = False):
@@ -71,33 +71,46 @@ def item_vectors_table(
     n = len(keys)
     vectors = np.concatenate([kernel[:n], bias[:n, None]], axis=1).astype(np.float32)
     item_ids = [F.decode_id(k).decode("utf-8") for k in keys]
+    width = vectors.shape[1]
     return pa.table(
-        {
-            "item_index": pa.array(np.arange(n, dtype=np.int64)),
-            "item_id": pa.array(item_ids, pa.string()),
-            "vector": pa.array(list(vectors), pa.list_(pa.float32())),
-            "count": pa.array([counts.get(k, 0) for k in keys], pa.int64()),
-        }
+        [
+            pa.array(np.arange(n, dtype=np.int64)),
+            pa.array(item_ids, pa.string()),
+            pa.ListArray.from_arrays(
+                pa.array(np.arange(0, (n + 1) * width, width, dtype=np.int32)),
+                pa.array(vectors.reshape(-1)),
+            ),
+            pa.array([counts.get(k, 0) for k in keys], pa.int64()),
+        ],
+        schema=C.ITEM_VECTORS_SCHEMA,
     )
 
 
+def item_vectors_path(model_uri: str) -> str:
+    """Where a Model artifact keeps its item vector table, beside Format-Serving."""
+    return os.path.join(model_uri, C.ITEM_VECTORS_DIR, C.ITEM_VECTORS_FILE)
+
+
 def write_item_vectors(model_uri: str, table: pa.Table) -> str:
-    """Writes the item vector table into the Model artifact, beside Format-Serving."""
-    folder = os.path.join(model_uri, F.ITEM_VECTORS_DIR)
-    tf.io.gfile.makedirs(folder)
-    path = os.path.join(folder, ITEM_VECTORS_FILE)
-    pq.write_table(table, path)
+    """Writes the item vector table into the Model artifact."""
+    path = item_vectors_path(model_uri)
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    common.write_parquet(table, path)
     return path
+
+
+def read_item_vector_table(model_uri: str) -> pa.Table:
+    return common.read_parquet(item_vectors_path(model_uri))
 
 
 def read_item_vectors(model_uri: str) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Returns (item ids, [V, dim + 1] float32 vectors, [V] counts) from a Model artifact."""
-    table = pq.read_table(os.path.join(model_uri, F.ITEM_VECTORS_DIR, ITEM_VECTORS_FILE))
-    ids = table.column("item_id").to_pylist()
-    vectors = np.asarray(table.column("vector").to_pylist(), dtype=np.float32)
-    if not ids:
-        vectors = vectors.reshape(0, 0)
-    counts = np.asarray(table.column("count").to_pylist(), dtype=np.int64)
+    table = read_item_vector_table(model_uri)
+    ids = table.column(C.ITEM_ID_COLUMN).to_pylist()
+    lists = table.column(C.VECTOR_COLUMN).combine_chunks()
+    flat = np.asarray(lists.flatten(), dtype=np.float32)
+    vectors = flat.reshape(len(ids), -1) if ids else flat.reshape(0, 0)
+    counts = np.asarray(table.column(C.COUNT_COLUMN), dtype=np.int64)
     return ids, vectors, counts
 
 
@@ -109,8 +122,57 @@ def augment_user_vectors(user_vectors: np.ndarray) -> np.ndarray:
 
 def serving_model_path(model_uri: str) -> str:
     """Returns the newest SavedModel folder under the Model artifact's Format-Serving."""
-    root = os.path.join(model_uri, "Format-Serving")
+    root = os.path.join(model_uri, C.SERVING_MODEL_DIR)
     versions = sorted(v for v in tf.io.gfile.listdir(root) if v.rstrip("/").isdigit())
     if not versions:
         raise FileNotFoundError(f"no SavedModel under {root}")
     return os.path.join(root, versions[-1].rstrip("/"))
+
+
+def export_model(estimator, checkpoint, serving_model_dir, tf_transform_output, params) -> str:
+    """Exports the serving SavedModel and the item vectors of `checkpoint`; returns the Model URI.
+
+    Item vectors are the output kernel rows (the input table when tied) with the softmax bias
+    appended, read from the same checkpoint the SavedModel is built from.
+    """
+    estimator.export_saved_model(
+        serving_model_dir,
+        serving_receiver_fn(tf_transform_output, params["user_embedding"]),
+        checkpoint_path=checkpoint,
+    )
+    keys = tf_transform_output.vocabulary_by_name(F.ITEM_VOCAB)
+    table = item_vectors_table(
+        keys,
+        tf.train.load_variable(checkpoint, model_lib.output_kernel_name(params)),
+        tf.train.load_variable(checkpoint, F.SOFTMAX_BIAS),
+        read_vocabulary_counts(tf_transform_output),
+    )
+    model_uri = os.path.dirname(serving_model_dir.rstrip("/"))
+    write_item_vectors(model_uri, table)
+    return model_uri
+
+
+def keep_checkpoint(checkpoint: str, model_uri: str) -> str:
+    """Copies a checkpoint's files into the Model artifact; returns the copy's prefix.
+
+    The Refit trainer warm-starts from it: the Model artifact is what a downstream Trainer gets
+    (`base_model`), the model_run folder with the checkpoints is not.
+    """
+    prefix = kept_checkpoint(model_uri)
+    tf.io.gfile.makedirs(os.path.dirname(prefix))
+    for path in tf.io.gfile.glob(checkpoint + ".*"):
+        tf.io.gfile.copy(path, prefix + path[len(checkpoint) :], overwrite=True)
+    return prefix
+
+
+def kept_checkpoint(model_uri: str) -> str:
+    """The prefix of the checkpoint `keep_checkpoint` copied into a Model artifact."""
+    return os.path.join(model_uri, C.CHECKPOINT_DIR, C.CHECKPOINT_NAME)
+
+
+def write_train_summary(model_uri: str, summary: dict) -> None:
+    common.write_json(os.path.join(model_uri, C.TRAIN_SUMMARY_FILE), summary)
+
+
+def read_train_summary(model_uri: str) -> dict:
+    return common.read_json(os.path.join(model_uri, C.TRAIN_SUMMARY_FILE))

@@ -37,6 +37,7 @@ SEQUENCE_SPLITS = (TRAIN_SPLIT, EVAL_SPLIT, SERVING_SPLIT)
 # Training examples over every event, the held-out one included: written only when
 # `trainer.refit_on_holdout` is on, for the Refit trainer that runs after blessing.
 REFIT_SPLIT = "refit"
+ALL_SPLITS = (*SEQUENCE_SPLITS, REFIT_SPLIT)
 
 
 def sequence_splits(refit: bool) -> tuple[str, ...]:
@@ -55,12 +56,13 @@ USER_IDX = "user_idx"  # int64 user index (trainer.user_embedding).
 # "example age" of YouTube DNN. Serving predicts for "now", age 0.
 HISTORY_AGE = "history_age"  # VarLen float32, aligned with history_idx.
 LABEL_AGE = "label_age"  # float32.
+# Eval examples: the user's visited item indices, which holdout ranking excludes as Evaluate does.
+VISITED_IDX = "visited_idx"  # VarLen int64.
 
 # --- Model outputs. ---
 USER_VECTOR = "user_vector"
 SOFTMAX_KERNEL = "softmax/kernel"  # [num_classes, embedding_dim]
 SOFTMAX_BIAS = "softmax/bias"  # [num_classes]
-ITEM_VECTORS_DIR = "item_vectors"  # inside the Model artifact, beside Format-Serving.
 
 
 def encode_id(raw: bytes | str) -> bytes:

@@ -1,4 +1,5 @@
-"""Losses over the item softmax. One function per `trainer.loss`; each returns per-row loss.
+"""Losses over the item softmax. One function per `trainer.loss`, named as the option is
+(registered in `trainer/options.py`); each returns per-row loss.
 
 Every loss scores a row's vector u against item i as the serving score `u . w_i + b_i` (the kernel
 row with its bias), so the exported item vectors rank exactly what training optimised. They share
@@ -16,7 +17,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-SAMPLERS = ("unigram", "log_uniform")
+from offline_recall.trainer import options
 
 
 @dataclasses.dataclass
@@ -82,7 +83,7 @@ def sample_negatives(labels: tf.Tensor, ctx: LossContext):
             unigrams=[float(c) for c in ctx.counts()],
             seed=ctx.seed,
         )
-    raise ValueError(f"trainer.sampler must be one of {SAMPLERS}, got {ctx.sampler!r}")
+    raise ValueError(f"trainer.sampler must be one of {options.SAMPLERS}, got {ctx.sampler!r}")
 
 
 def full_softmax(kernel, bias, labels, vectors, ctx: LossContext) -> tf.Tensor:
@@ -173,11 +174,3 @@ def in_batch(kernel, bias, labels, vectors, ctx: LossContext) -> tf.Tensor:
     return tf.nn.sparse_softmax_cross_entropy_with_logits(
         labels=tf.zeros_like(labels), logits=all_logits
     )
-
-
-LOSSES = {
-    "full_softmax": full_softmax,
-    "sampled_softmax": sampled_softmax,
-    "nce": nce,
-    "in_batch": in_batch,
-}

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from offline_recall.trainer import encoders, losses
+from offline_recall.components.contracts import BLESSING_K, EARLY_STOPPING_METRIC
+from offline_recall.trainer import encoders, losses, options
 from offline_recall.trainer import features as F
 
-OBJECTIVES = ("per_position", "last_position")
 ITEM_EMBEDDINGS = "item_embeddings"
 USER_EMBEDDINGS = "user_embeddings"
-EVAL_TOP_K = 50
+
+# The registered name of each encoder and loss is its function's name (see trainer/options.py).
+ENCODERS = {name: getattr(encoders, name) for name in options.ENCODERS}
+LOSSES = {name: getattr(losses, name) for name in options.LOSSES}
 
 
 def output_kernel_name(params: dict) -> str:
     """The variable whose rows are the item vectors (the input table when embeddings are tied)."""
-    return ITEM_EMBEDDINGS if params.get("tie_embeddings") else F.SOFTMAX_KERNEL
+    return ITEM_EMBEDDINGS if params["tie_embeddings"] else F.SOFTMAX_KERNEL
 
 
 def next_values(history: tf.Tensor, values: tf.Tensor, last: tf.Tensor, pad_value) -> tf.Tensor:
@@ -85,7 +88,7 @@ def encoder_extras(features: dict, history: tf.Tensor, params: dict, mode) -> di
     training; evaluation and serving predict for "now", age 0, as YouTube DNN does.
     """
     extras = {}
-    if params.get("user_embedding"):
+    if params["user_embedding"]:
         table = tf.compat.v1.get_variable(
             USER_EMBEDDINGS,
             [params["num_users"], params["user_embedding_dim"]],
@@ -95,7 +98,7 @@ def encoder_extras(features: dict, history: tf.Tensor, params: dict, mode) -> di
         )
         users = tf.reshape(tf.cast(features[F.USER_IDX], tf.int64), [-1])
         extras["user_vectors"] = tf.nn.embedding_lookup(table, users)
-    if params.get("recency_feature"):
+    if params["recency_feature"]:
         if mode == tf.estimator.ModeKeys.TRAIN:
             ages = _dense_like(features[F.HISTORY_AGE], history, 0.0)
             label_age = tf.reshape(features[F.LABEL_AGE], [-1])
@@ -106,7 +109,7 @@ def encoder_extras(features: dict, history: tf.Tensor, params: dict, mode) -> di
 
 
 def history_mask(history: tf.Tensor, num_classes: int) -> tf.Tensor:
-    """[batch, num_classes] bool, True for items in the row's history (excluded from ranking)."""
+    """[batch, num_classes] bool, True for the row's items (PAD-padded [batch, L] indices)."""
     rows = tf.broadcast_to(
         tf.range(tf.shape(history, out_type=tf.int64)[0])[:, tf.newaxis], tf.shape(history)
     )
@@ -123,15 +126,43 @@ def history_mask(history: tf.Tensor, num_classes: int) -> tf.Tensor:
 def learning_rate(params: dict):
     """Constant, or decayed linearly to `learning_rate * lr_decay_floor` over `decay_steps`."""
     base = params["learning_rate"]
-    steps = params.get("decay_steps") or 0
+    steps = params["decay_steps"]
     if steps <= 0:
         return base
     return tf.compat.v1.train.polynomial_decay(
         base,
         tf.compat.v1.train.get_global_step(),
         steps,
-        end_learning_rate=base * params.get("lr_decay_floor", 0.1),
+        end_learning_rate=base * params["lr_decay_floor"],
     )
+
+
+def holdout_hits(
+    scores: tf.Tensor, labels: tf.Tensor, excluded: tf.Tensor, vocab_size: int, k: int
+) -> tf.Tensor:
+    """Whether each held-out item ranks in the top k among the items Recall would return.
+
+    Ranks as Recall and Evaluate do: only catalog items (OOV buckets are no items, and an OOV
+    label is a miss), with every visited item excluded.
+
+    Args:
+        scores: [batch, num_classes] logits.
+        labels: [batch] int64 held-out item indices.
+        excluded: [batch, num_classes] bool, the row's visited items.
+        vocab_size: the catalog size; indices from it on are OOV buckets.
+        k: the cut-off.
+
+    Returns:
+        [batch] bool.
+    """
+    columns = tf.range(tf.shape(scores, out_type=tf.int64)[1])[tf.newaxis, :]
+    ranked = tf.where(
+        tf.logical_or(excluded, columns >= vocab_size), tf.fill(tf.shape(scores), -1e9), scores
+    )
+    in_top = tf.math.in_top_k(
+        targets=tf.cast(labels, tf.int32), predictions=ranked, k=min(k, vocab_size)
+    )
+    return tf.logical_and(in_top, labels < vocab_size)
 
 
 def model_fn(features, labels, mode, params):
@@ -143,15 +174,17 @@ def model_fn(features, labels, mode, params):
             `history_age` (aligned with the history) and `label_age` [batch]}.
         labels: [batch] int64 target item indices (None when predicting).
         mode: a tf.estimator.ModeKeys.
-        params: num_classes, embedding_dim, hidden_units, dropout, encoder, encoder_options,
-            objective, tie_embeddings, loss, loss_context (a losses.LossContext),
-            learning_rate, l2; for mean_mlp optionally user_embedding, num_users,
-            user_embedding_dim, recency_feature.
+        params: what `hparams.build_params` builds: num_classes, vocab_size, embedding_dim,
+            hidden_units, dropout, encoder, encoder_options, objective, tie_embeddings, loss,
+            loss_context (a losses.LossContext), learning_rate, decay_steps, lr_decay_floor,
+            l2, user_embedding, user_embedding_dim, recency_feature, and num_users with
+            user_embedding.
 
     Returns:
         EstimatorSpec; predictions hold `user_vector` [batch, embedding_dim]. Training minimises
         the chosen loss; evaluation reports the exact full-softmax loss of each history's next
-        item and `hit_rate_at_50`, the next item's rank among items outside the history.
+        item and EARLY_STOPPING_METRIC, HR at the blessing K ranked as Recall ranks: catalog
+        items only, the user's visited items (`visited_idx` when given) excluded.
     """
     training = mode == tf.estimator.ModeKeys.TRAIN
     num_classes = params["num_classes"]
@@ -164,18 +197,18 @@ def model_fn(features, labels, mode, params):
         initializer=tf.compat.v1.truncated_normal_initializer(stddev=1.0 / dim**0.5),
     )
     extras = encoder_extras(features, history, params, mode)
-    user_vector, per_position = encoders.ENCODERS[params["encoder"]](
+    user_vector, per_position = ENCODERS[params["encoder"]](
         history,
         item_embeddings,
         params["hidden_units"],
         dim,
         params["dropout"],
         training,
-        **params.get("encoder_options", {}),
+        **params["encoder_options"],
         **extras,
     )
     with tf.compat.v1.variable_scope("softmax"):
-        if params.get("tie_embeddings"):
+        if params["tie_embeddings"]:
             kernel = item_embeddings
         else:
             kernel = tf.compat.v1.get_variable(
@@ -194,29 +227,31 @@ def model_fn(features, labels, mode, params):
         loss = tf.reduce_mean(
             tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=scores)
         )
-        ranked = tf.where(
-            history_mask(history, num_classes), tf.fill(tf.shape(scores), -1e9), scores
-        )
-        hits = tf.math.in_top_k(
-            targets=tf.cast(labels, tf.int32),
-            predictions=ranked,
-            k=min(EVAL_TOP_K, num_classes),
+        # Exclude what Evaluate excludes: every visited item, not only the truncated history.
+        visited = features.get(F.VISITED_IDX)
+        excluded = encoders.dense_history(visited) if visited is not None else history
+        hits = holdout_hits(
+            scores,
+            labels,
+            history_mask(excluded, num_classes),
+            params["vocab_size"],
+            BLESSING_K,
         )
         return tf.estimator.EstimatorSpec(
             mode,
             loss=loss,
             eval_metric_ops={
-                "hit_rate_at_50": tf.compat.v1.metrics.mean(tf.cast(hits, tf.float32))
+                EARLY_STOPPING_METRIC: tf.compat.v1.metrics.mean(tf.cast(hits, tf.float32))
             },
         )
 
-    if params.get("objective", "last_position") == "per_position":
+    if params["objective"] == options.PER_POSITION:
         vectors, targets = per_position_targets(history, labels, per_position, user_vector)
     else:
         vectors, targets = user_vector, labels
-    per_row = losses.LOSSES[params["loss"]](kernel, bias, targets, vectors, params["loss_context"])
+    per_row = LOSSES[params["loss"]](kernel, bias, targets, vectors, params["loss_context"])
     loss = tf.reduce_mean(per_row)
-    if params.get("l2", 0.0) > 0:
+    if params["l2"] > 0:
         loss += params["l2"] * (tf.nn.l2_loss(item_embeddings) + tf.nn.l2_loss(kernel))
     optimizer = tf.compat.v1.train.AdamOptimizer(learning_rate(params), beta2=0.98)
     update_ops = tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.UPDATE_OPS)

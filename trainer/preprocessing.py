@@ -10,7 +10,9 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_transform as tft
 
+from offline_recall.pipeline.config import PreprocessingParams
 from offline_recall.trainer import features as F
+from offline_recall.trainer import options
 
 
 def id_to_key(ids: tf.Tensor) -> tf.Tensor:
@@ -42,7 +44,7 @@ def example_age(timestamps: tf.Tensor, newest: tf.Tensor) -> tf.Tensor:
     return tf.cast(tf.math.log1p(tf.maximum(days, 0.0)), tf.float32)
 
 
-def preprocessing_fn(inputs: dict, custom_config: dict | None = None) -> dict:
+def preprocessing_fn(inputs: dict, custom_config: dict) -> dict:
     """Builds the item vocabulary on training events and maps histories and labels to indices.
 
     The vocabulary is analyzed on the `train` split. With window examples (the last-position
@@ -53,48 +55,55 @@ def preprocessing_fn(inputs: dict, custom_config: dict | None = None) -> dict:
 
     Args:
         inputs: `history_items` SparseTensor [batch, <=max_history] bytes, `label_item`
-            SparseTensor [batch, <=1] bytes (plus features this function ignores).
-        custom_config: {"transform": {"min_count", "num_oov_buckets"},
-            "trainer": {"objective", "user_embedding", "recency_feature"}}.
+            SparseTensor [batch, <=1] bytes, `visited_items` SparseTensor [batch, <=n] bytes
+            (plus features this function ignores).
+        custom_config: a `PreprocessingParams` mapping (every key present).
 
     Returns:
-        `history_idx` SparseTensor [batch, <=max_history] int64 and `label_idx` [batch] int64;
-        out-of-vocabulary ids map to indices vocab_size .. vocab_size + num_oov_buckets - 1.
-        With `trainer.user_embedding`, `user_idx` [batch] int64 (a user vocabulary over the
-        train split, one OOV bucket). With `trainer.recency_feature`, `history_age` (sparse,
-        aligned with `history_idx`) and `label_age` [batch] float32: the example age of each
-        event against the newest training label (`tft.max`), in log1p(days).
+        `history_idx` SparseTensor [batch, <=max_history] int64, `label_idx` [batch] int64 and
+        `visited_idx` SparseTensor int64; out-of-vocabulary ids map to indices vocab_size ..
+        vocab_size + num_oov_buckets - 1. With `user_vocabulary`, `user_idx` [batch] int64 (a
+        user vocabulary over the train split, one OOV bucket). With `example_age`,
+        `history_age` (sparse, aligned with `history_idx`) and `label_age` [batch] float32: the
+        example age of each event against the newest training label (`tft.max`), in
+        log1p(days).
     """
-    config = (custom_config or {}).get("transform", {})
-    min_count = int(config.get("min_count", 1))
-    num_oov_buckets = int(config.get("num_oov_buckets", 1))
-
-    per_position = (custom_config or {}).get("trainer", {}).get("objective") == "per_position"
+    params = PreprocessingParams.from_mapping(custom_config)
+    num_oov_buckets = params.transform.num_oov_buckets
 
     label_keys = id_to_key(_single_value(inputs[F.LABEL]))
-    history = inputs[F.HISTORY]
-    history_keys = tf.SparseTensor(history.indices, id_to_key(history.values), history.dense_shape)
-    counted = tf.concat([label_keys, history_keys.values], 0) if per_position else label_keys
-    vocab = tft.vocabulary(counted, vocab_filename=F.ITEM_VOCAB, frequency_threshold=min_count)
+    history_keys = _keys(inputs[F.HISTORY])
+    counted = (
+        tf.concat([label_keys, history_keys.values], 0)
+        if params.objective == options.PER_POSITION
+        else label_keys
+    )
+    vocab = tft.vocabulary(
+        counted, vocab_filename=F.ITEM_VOCAB, frequency_threshold=params.transform.min_count
+    )
     # The counts live in a second file: apply_vocabulary reads only files without frequencies.
     tft.vocabulary(
         counted,
         vocab_filename=F.ITEM_VOCAB_COUNTS,
-        frequency_threshold=min_count,
+        frequency_threshold=params.transform.min_count,
         store_frequency=True,
     )
+
+    def to_indices(keys):
+        return tft.apply_vocabulary(keys, vocab, num_oov_buckets=num_oov_buckets)
+
     outputs = {
-        F.HISTORY_IDX: tft.apply_vocabulary(history_keys, vocab, num_oov_buckets=num_oov_buckets),
-        F.LABEL_IDX: tft.apply_vocabulary(label_keys, vocab, num_oov_buckets=num_oov_buckets),
+        F.HISTORY_IDX: to_indices(history_keys),
+        F.LABEL_IDX: to_indices(label_keys),
+        F.VISITED_IDX: to_indices(_keys(inputs[F.VISITED])),
     }
-    trainer_config = (custom_config or {}).get("trainer", {})
-    if trainer_config.get("user_embedding", False):
+    if params.user_vocabulary:
         # The schema fixes user_id to one value per example, so it parses dense [batch, 1].
         user_keys = id_to_key(tf.reshape(inputs[F.USER_ID], [-1]))
         outputs[F.USER_IDX] = tft.compute_and_apply_vocabulary(
             user_keys, vocab_filename=F.USER_VOCAB, num_oov_buckets=1
         )
-    if trainer_config.get("recency_feature", False):
+    if params.example_age:
         label_times = inputs[F.LABEL_TIME]
         newest = tft.max(label_times.values, reduce_instance_dims=True)
         times = inputs[F.HISTORY_TIMES]
@@ -103,3 +112,8 @@ def preprocessing_fn(inputs: dict, custom_config: dict | None = None) -> dict:
         )
         outputs[F.LABEL_AGE] = example_age(_single_value(label_times, 0), newest)
     return outputs
+
+
+def _keys(ids: tf.SparseTensor) -> tf.SparseTensor:
+    """The vocabulary keys of a sparse tensor of raw ids, same indices."""
+    return tf.SparseTensor(ids.indices, id_to_key(ids.values), ids.dense_shape)

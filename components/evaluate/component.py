@@ -4,23 +4,25 @@ from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.types import channel_utils, component_spec, standard_artifacts
 
 from offline_recall.components import artifacts
+from offline_recall.components import contracts as C
 from offline_recall.components.evaluate import executor
+from offline_recall.pipeline.config import EvaluateConfig
 
 
 class EvaluateSpec(component_spec.ComponentSpec):
     PARAMETERS = {
-        "custom_config": component_spec.ExecutionParameter(type=str),
-        # Where the last published set lives, to refuse a regression against it.
-        "published_dir": component_spec.ExecutionParameter(type=str, optional=True),
+        C.CONFIG_KEY: component_spec.ExecutionParameter(type=str),
+        # The output folder: its published release's metrics are the regression baseline.
+        C.OUTPUT_DIR_KEY: component_spec.ExecutionParameter(type=str),
     }
     INPUTS = {
-        "recalls": component_spec.ChannelParameter(type=artifacts.Recalls),
-        "sequences": component_spec.ChannelParameter(type=standard_artifacts.Examples),
-        "model": component_spec.ChannelParameter(type=standard_artifacts.Model),
+        C.RECALLS_KEY: component_spec.ChannelParameter(type=artifacts.Recalls),
+        C.SEQUENCES_KEY: component_spec.ChannelParameter(type=standard_artifacts.Examples),
+        C.MODEL_KEY: component_spec.ChannelParameter(type=standard_artifacts.Model),
     }
     OUTPUTS = {
-        "metrics": component_spec.ChannelParameter(type=artifacts.RecallMetrics),
-        "blessing": component_spec.ChannelParameter(type=standard_artifacts.ModelBlessing),
+        C.METRICS_KEY: component_spec.ChannelParameter(type=artifacts.RecallMetrics),
+        C.BLESSING_KEY: component_spec.ChannelParameter(type=standard_artifacts.ModelBlessing),
     }
 
 
@@ -28,14 +30,14 @@ class Evaluate(base_beam_component.BaseBeamComponent):
     SPEC_CLASS = EvaluateSpec
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
 
-    def __init__(self, recalls, sequences, model, custom_config: str, published_dir: str = ""):
+    def __init__(self, recalls, sequences, model, config: EvaluateConfig, output_dir: str):
         super().__init__(
             spec=EvaluateSpec(
                 recalls=recalls,
                 sequences=sequences,
                 model=model,
-                custom_config=custom_config,
-                published_dir=published_dir,
+                custom_config=config.to_json(),
+                output_dir=output_dir,
                 metrics=channel_utils.as_channel([artifacts.RecallMetrics()]),
                 blessing=channel_utils.as_channel([standard_artifacts.ModelBlessing()]),
             )

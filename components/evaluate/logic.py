@@ -7,13 +7,16 @@ read either name. NDCG@K with one relevant item is 1 / log2(rank + 1) for a hit 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 
 import apache_beam as beam
 import numpy as np
 import tensorflow as tf
 
 from offline_recall.components import common
+from offline_recall.components import contracts as C
+from offline_recall.pipeline.config import EvaluateConfig
 from offline_recall.trainer import export
 from offline_recall.trainer import features as F
 
@@ -28,8 +31,8 @@ def user_metrics(ranked: Sequence[str], target: str, ks: Sequence[int]) -> dict[
     metrics = {}
     for k in ks:
         hit = rank is not None and rank <= k
-        metrics[f"hr@{k}"] = 1.0 if hit else 0.0
-        metrics[f"ndcg@{k}"] = 1.0 / math.log2(rank + 1) if hit else 0.0
+        metrics[C.metric_key("hr", k)] = 1.0 if hit else 0.0
+        metrics[C.metric_key("ndcg", k)] = 1.0 / math.log2(rank + 1) if hit else 0.0
     return metrics
 
 
@@ -92,13 +95,13 @@ class PopularityMetricsFn(beam.DoFn):
 
 
 def recall_row_metrics(row: dict, ks: Sequence[int]) -> dict[str, float]:
-    return user_metrics(row["item_ids"], row["held_out_item"], ks)
+    return user_metrics(row[C.ITEM_IDS_COLUMN], row[C.HELD_OUT_COLUMN], ks)
 
 
 def recommended_at_k(row: dict, ks: Sequence[int]):
     """Yields (k, item) for every item in the first k of the row's list, for coverage@k."""
     for k in ks:
-        for item in row["item_ids"][:k]:
+        for item in row[C.ITEM_IDS_COLUMN][:k]:
             yield k, item
 
 
@@ -108,7 +111,8 @@ def _k_of(pair):
 
 @beam.ptransform_fn
 def EvaluateRecalls(recalls, eval_examples, model_uri: str, ks: Sequence[int]):  # noqa: N802
-    """Returns singleton PCollections {model, popularity, coverage} of metric dicts."""
+    """Returns {model, popularity}: singleton PCollections of metric dicts; {coverage}: (k, count)
+    pairs, the distinct items recommended in the first k."""
     model = (
         recalls
         | "ModelUserMetrics" >> beam.Map(recall_row_metrics, ks)
@@ -125,45 +129,117 @@ def EvaluateRecalls(recalls, eval_examples, model_uri: str, ks: Sequence[int]): 
         | "DistinctRecommended" >> beam.Distinct()
         | "KOfPair" >> beam.Map(_k_of)
         | "CountPerK" >> beam.combiners.Count.PerElement()
-        | "CoverageCounts" >> beam.combiners.ToList()
-        | "CoverageDict" >> beam.Map(dict)
     )
     return {"model": model, "popularity": popularity, "coverage": coverage}
 
 
+def raw_metrics(model: dict, popularity: dict, coverage: dict[int, int]) -> dict:
+    """What the Beam steps hand to `finalize_metrics`, as JSON."""
+    return {"model": model, "popularity": popularity, "coverage_counts": coverage}
+
+
+def finalize_metrics(raw: dict, catalog_size: int, ks: Sequence[int]) -> dict:
+    """Adds recall@k (= hr@k, one held-out item per user) and coverage@k to the raw metrics."""
+    coverage_counts = {int(k): v for k, v in raw["coverage_counts"].items()}
+    model = dict(raw["model"])
+    for k in ks:
+        model[C.metric_key("recall", k)] = model.get(C.metric_key("hr", k), 0.0)
+        model[C.metric_key("coverage", k)] = (
+            coverage_counts.get(k, 0) / catalog_size if catalog_size else 0.0
+        )
+    return {
+        "model": model,
+        "popularity": raw["popularity"],
+        "catalog_size": catalog_size,
+        "ks": list(ks),
+    }
+
+
 def bless(
-    metrics: dict, catalog_size: int, config: dict, previous: dict | None
+    metrics: dict, catalog_size: int, config: EvaluateConfig, previous: dict | None
 ) -> tuple[bool, list[str]]:
     """Decides whether a run may be published; returns (blessed, reasons it was not).
 
     Args:
-        metrics: {"model": {...}, "popularity": {...}} with hr@50 among the keys.
+        metrics: {"model": {...}, "popularity": {...}} with the blessing metric (hr@50) among
+            the keys.
         catalog_size: number of recommendable items.
-        config: the `evaluate` config section.
+        config: the `evaluate` section.
         previous: the last published run's metrics, if any.
     """
     reasons = []
+    key = C.BLESSING_METRIC
     model, popular = metrics["model"], metrics["popularity"]
     if model.get("users", 0) == 0:
         return False, ["no eval users: no user has enough events for a holdout"]
     if catalog_size == 0:
         return False, ["empty catalog"]
-    hr50 = model.get("hr@50", 0.0)
-    if not math.isfinite(hr50):
-        reasons.append(f"hr@50 is {hr50}")
-    if hr50 < config.get("min_hr_at_50", 0.0):
-        reasons.append(f"hr@50 {hr50:.4f} < evaluate.min_hr_at_50 {config['min_hr_at_50']}")
-    ratio = config.get("min_ratio_to_popularity", 0.0)
-    if hr50 < ratio * popular.get("hr@50", 0.0):
-        reasons.append(
-            f"hr@50 {hr50:.4f} < {ratio} x popularity baseline {popular.get('hr@50', 0.0):.4f}"
-        )
-    if previous and "hr@50" in previous.get("model", {}):
-        floor = (1.0 - config.get("max_regression", 1.0)) * previous["model"]["hr@50"]
-        if hr50 < floor:
+    hr = model[key]
+    if not math.isfinite(hr):
+        reasons.append(f"{key} is {hr}")
+    if hr < config.min_hr_at_50:
+        reasons.append(f"{key} {hr:.4f} < evaluate.min_hr_at_50 {config.min_hr_at_50}")
+    ratio = config.min_ratio_to_popularity
+    if hr < ratio * popular[key]:
+        reasons.append(f"{key} {hr:.4f} < {ratio} x popularity baseline {popular[key]:.4f}")
+    if previous and key in previous.get("model", {}):
+        floor = (1.0 - config.max_regression) * previous["model"][key]
+        if hr < floor:
             reasons.append(
-                f"hr@50 {hr50:.4f} regressed below {floor:.4f} (last published "
-                f"{previous['model']['hr@50']:.4f}, evaluate.max_regression "
-                f"{config.get('max_regression')})"
+                f"{key} {hr:.4f} regressed below {floor:.4f} (last published "
+                f"{previous['model'][key]:.4f}, evaluate.max_regression {config.max_regression})"
             )
     return not reasons, reasons
+
+
+def evaluate(
+    make_pipeline: Callable[[], beam.Pipeline],
+    recalls_pattern: str,
+    eval_pattern: str,
+    model_uri: str,
+    metrics_dir: str,
+    blessing_dir: str,
+    config: EvaluateConfig,
+    previous_metrics_path: str | None,
+) -> dict:
+    """Scores the eval recalls on the holdout, decides the blessing, and writes both.
+
+    Args:
+        make_pipeline: returns the Beam pipeline to run the steps in.
+        recalls_pattern: glob of RecallEval's Parquet recall lists.
+        eval_pattern: glob of the eval split's history examples.
+        model_uri: the Model artifact (item vectors and counts, for the popularity baseline).
+        metrics_dir: where `metrics.json` goes.
+        blessing_dir: where the BLESSED or NOT_BLESSED marker goes.
+        config: the `evaluate` section.
+        previous_metrics_path: the last published release's metrics.json, if one exists.
+
+    Returns:
+        metrics.json's content, with `blessed` and `not_blessed_because`.
+    """
+    ks = config.metric_ks()
+    raw_path = os.path.join(metrics_dir, C.RAW_METRICS_FILE)
+    with make_pipeline() as pipeline:
+        recalls = pipeline | "ReadRecalls" >> beam.io.ReadFromParquet(recalls_pattern)
+        eval_examples = pipeline | "ReadEvalExamples" >> beam.io.ReadFromTFRecord(eval_pattern)
+        result = recalls | "EvaluateRecalls" >> EvaluateRecalls(eval_examples, model_uri, ks)
+        _ = pipeline | "WriteRawMetrics" >> common.WriteJsonOnce(
+            raw_path,
+            raw_metrics,
+            model=beam.pvalue.AsSingleton(result["model"]),
+            popularity=beam.pvalue.AsSingleton(result["popularity"]),
+            coverage=beam.pvalue.AsDict(result["coverage"]),
+        )
+    catalog_size = export.read_item_vector_table(model_uri).num_rows
+    metrics = finalize_metrics(common.read_json(raw_path), catalog_size, ks)
+    previous = None
+    if previous_metrics_path and tf.io.gfile.exists(previous_metrics_path):
+        previous = common.read_json(previous_metrics_path)
+    blessed, reasons = bless(metrics, catalog_size, config, previous)
+    metrics["blessed"] = blessed
+    metrics["not_blessed_because"] = reasons
+    common.write_json(os.path.join(metrics_dir, C.METRICS_FILE), metrics)
+    marker = C.BLESSED_FILE if blessed else C.NOT_BLESSED_FILE
+    with tf.io.gfile.GFile(os.path.join(blessing_dir, marker), "w") as f:
+        f.write("\n".join(reasons))
+    return metrics

@@ -9,19 +9,21 @@ from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.types import channel_utils, component_spec, standard_artifacts
 
 from offline_recall.components import artifacts
+from offline_recall.components import contracts as C
 from offline_recall.components.ingest import executor
+from offline_recall.pipeline.config import IngestConfig
 
 
 class IngestExampleGenSpec(component_spec.ComponentSpec):
     PARAMETERS = {
-        "input_base": component_spec.ExecutionParameter(type=str),
-        "custom_config": component_spec.ExecutionParameter(type=str),
+        C.INPUT_BASE_KEY: component_spec.ExecutionParameter(type=str),
+        C.CONFIG_KEY: component_spec.ExecutionParameter(type=str),
     }
     INPUTS = {}
     OUTPUTS = {
-        "examples": component_spec.ChannelParameter(type=standard_artifacts.Examples),
-        "quarantine": component_spec.ChannelParameter(type=artifacts.Quarantine),
-        "report": component_spec.ChannelParameter(type=artifacts.StageReport),
+        C.EXAMPLES_KEY: component_spec.ChannelParameter(type=standard_artifacts.Examples),
+        C.QUARANTINE_KEY: component_spec.ChannelParameter(type=artifacts.Quarantine),
+        C.REPORT_KEY: component_spec.ChannelParameter(type=artifacts.StageReport),
     }
 
 
@@ -29,11 +31,11 @@ class IngestExampleGen(base_beam_component.BaseBeamComponent):
     SPEC_CLASS = IngestExampleGenSpec
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
 
-    def __init__(self, input_base: str, custom_config: str):
+    def __init__(self, input_base: str, config: IngestConfig):
         super().__init__(
             spec=IngestExampleGenSpec(
                 input_base=input_base,
-                custom_config=custom_config,
+                custom_config=config.to_json(),
                 examples=channel_utils.as_channel([standard_artifacts.Examples()]),
                 quarantine=channel_utils.as_channel([artifacts.Quarantine()]),
                 report=channel_utils.as_channel([artifacts.StageReport()]),

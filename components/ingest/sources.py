@@ -160,9 +160,14 @@ def preflight_file(f: InputFile) -> bool:
         raise IngestError(f"{f.path}: not a TFRecord file: {e.message}") from e
 
 
-def preflight(input_base: str, config: dict | None = None) -> list[InputFile]:
-    """Fails fast, with one line naming the file, on input that cannot be ingested at all."""
-    files = discover(input_base, (config or {}).get("max_spans"))
+def preflight(input_base: str, max_spans: int | None) -> list[InputFile]:
+    """Fails fast, with one line naming the file, on input that cannot be ingested at all.
+
+    Args:
+        input_base: one file, a folder of files, or a folder of daily YYYY-MM-DD/ spans.
+        max_spans: with spans, read only the newest this many (None = all).
+    """
+    files = discover(input_base, max_spans)
     has_rows = [preflight_file(f) for f in files]
     if not any(has_rows):
         raise IngestError(f"{input_base}: input has no rows")

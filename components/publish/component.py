@@ -1,32 +1,30 @@
-"""Publish: if blessed, switch OUTPUT/published to this run's tables in one rename; always write
-OUTPUT/run_summary.json and OUTPUT/report/."""
+"""Publish: the blessing gate and the atomic switch. A blessed run's tables become a release and
+OUTPUT/published points to it, switched in one rename; an unblessed run changes nothing."""
 
 from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import channel_utils, component_spec, standard_artifacts
 
 from offline_recall.components import artifacts
+from offline_recall.components import contracts as C
 from offline_recall.components.publish import executor
+from offline_recall.pipeline.config import Config
 
 
 class PublishSpec(component_spec.ComponentSpec):
     PARAMETERS = {
-        "output_dir": component_spec.ExecutionParameter(type=str),
-        "input_base": component_spec.ExecutionParameter(type=str),
-        "custom_config": component_spec.ExecutionParameter(type=str),
+        C.OUTPUT_DIR_KEY: component_spec.ExecutionParameter(type=str),
+        C.INPUT_BASE_KEY: component_spec.ExecutionParameter(type=str),
+        C.CONFIG_KEY: component_spec.ExecutionParameter(type=str),
+        C.RUN_CONFIG_KEY: component_spec.ExecutionParameter(type=str),
     }
     INPUTS = {
-        "recalls": component_spec.ChannelParameter(type=artifacts.Recalls),
-        "model": component_spec.ChannelParameter(type=standard_artifacts.Model),
-        "blessing": component_spec.ChannelParameter(type=standard_artifacts.ModelBlessing),
-        "metrics": component_spec.ChannelParameter(type=artifacts.RecallMetrics),
-        "ingest_report": component_spec.ChannelParameter(type=artifacts.StageReport),
-        "quarantine": component_spec.ChannelParameter(type=artifacts.Quarantine),
-        "sequences_report": component_spec.ChannelParameter(type=artifacts.StageReport),
-        "recall_report": component_spec.ChannelParameter(type=artifacts.StageReport),
-        "eval_recall_report": component_spec.ChannelParameter(type=artifacts.StageReport),
+        C.RECALLS_KEY: component_spec.ChannelParameter(type=artifacts.Recalls),
+        C.MODEL_KEY: component_spec.ChannelParameter(type=standard_artifacts.Model),
+        C.BLESSING_KEY: component_spec.ChannelParameter(type=standard_artifacts.ModelBlessing),
+        C.METRICS_KEY: component_spec.ChannelParameter(type=artifacts.RecallMetrics),
     }
     OUTPUTS = {
-        "release": component_spec.ChannelParameter(type=artifacts.StageReport),
+        C.RELEASE_KEY: component_spec.ChannelParameter(type=artifacts.StageReport),
     }
 
 
@@ -34,13 +32,21 @@ class Publish(base_component.BaseComponent):
     SPEC_CLASS = PublishSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
-    def __init__(self, *, output_dir: str, input_base: str, custom_config: str, **inputs):
+    def __init__(
+        self, *, recalls, model, blessing, metrics, output_dir: str, input_base: str, config: Config
+    ):
+        """`config` is the whole run's: Publish reads its `publish` section and records the
+        rest in the release's manifest."""
         super().__init__(
             spec=PublishSpec(
+                recalls=recalls,
+                model=model,
+                blessing=blessing,
+                metrics=metrics,
                 output_dir=output_dir,
                 input_base=input_base,
-                custom_config=custom_config,
+                custom_config=config.publish.to_json(),
+                run_config=config.to_json(),
                 release=channel_utils.as_channel([artifacts.StageReport()]),
-                **inputs,
             )
         )

@@ -1,4 +1,4 @@
-"""Atomic publishing of a release, the run summary, and pruning of old releases.
+"""The blessing gate and the atomic switch of a release, and pruning of old releases.
 
 Layout under the output folder:
     releases/<run_id>/{recalls,user_vectors,item_vectors}/*.parquet, metrics.json, manifest.json
@@ -10,24 +10,18 @@ old set or the new one, never a mix, and a run that fails before the switch chan
 
 from __future__ import annotations
 
+import datetime
 import glob
-import json
 import os
 import shutil
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-PUBLISHED = "published"
-RELEASES = "releases"
-STAGING_PREFIX = ".staging-"
-MANIFEST_FILE = "manifest.json"
-METRICS_FILE = "metrics.json"
-
-RECALLS_COLUMNS = ("user_id", "item_ids", "scores")
-USER_VECTORS_COLUMNS = ("user_id", "vector")
-ITEM_VECTORS_COLUMNS = ("item_id", "vector", "count")
+from offline_recall.components import common
+from offline_recall.components import contracts as C
+from offline_recall.pipeline.config import PublishConfig
+from offline_recall.trainer import export
 
 
 class PublishError(RuntimeError):
@@ -41,23 +35,16 @@ def copy_parquet(src_files: list[str], dst_dir: str, columns: tuple[str, ...]) -
     for i, src in enumerate(sorted(src_files)):
         table = pq.read_table(src, columns=list(columns))
         rows += table.num_rows
-        pq.write_table(table, os.path.join(dst_dir, f"part-{i:05d}.parquet"))
+        pq.write_table(table, os.path.join(dst_dir, f"part-{i:05d}{C.PARQUET_SUFFIX}"))
     if not src_files:
         # An empty table still carries the schema, so readers find the columns.
         raise PublishError(f"nothing to publish into {dst_dir}: no source files")
     return rows
 
 
-def write_json_atomic(path: str, payload: Any) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=2, sort_keys=True, ensure_ascii=False)
-    os.replace(tmp, path)
-
-
 def current_release(output_dir: str) -> str | None:
     """Returns the release folder `published` points to, or None."""
-    link = os.path.join(output_dir, PUBLISHED)
+    link = os.path.join(output_dir, C.PUBLISHED_LINK)
     if not os.path.lexists(link):
         return None
     if not os.path.islink(link):
@@ -75,7 +62,8 @@ def publish_release(
     item_vectors: pa.Table,
     metrics: dict,
     manifest: dict,
-    keep_releases: int = 2,
+    *,
+    keep_releases: int,
 ) -> str:
     """Writes a release aside and switches `published` to it in one rename.
 
@@ -83,45 +71,47 @@ def publish_release(
         The new release folder.
     """
     current_release(output_dir)  # refuses a layout it cannot switch atomically
-    releases = os.path.join(output_dir, RELEASES)
+    releases = os.path.join(output_dir, C.RELEASES_DIR)
     os.makedirs(releases, exist_ok=True)
-    staging = os.path.join(releases, f"{STAGING_PREFIX}{run_id}")
+    staging = os.path.join(releases, f"{C.STAGING_PREFIX}{run_id}")
     final = os.path.join(releases, run_id)
     if os.path.exists(final):
         raise PublishError(f"release {final} exists already")
     shutil.rmtree(staging, ignore_errors=True)
     os.makedirs(staging)
+    columns = C.PUBLISHED_COLUMNS
     counts = {
-        "recalls": copy_parquet(recalls_files, os.path.join(staging, "recalls"), RECALLS_COLUMNS),
-        "user_vectors": copy_parquet(
-            user_vector_files, os.path.join(staging, "user_vectors"), USER_VECTORS_COLUMNS
-        ),
+        table: copy_parquet(files, os.path.join(staging, table), columns[table])
+        for table, files in (
+            (C.RECALLS_DIR, recalls_files),
+            (C.USER_VECTORS_DIR, user_vector_files),
+        )
     }
-    os.makedirs(os.path.join(staging, "item_vectors"))
+    os.makedirs(os.path.join(staging, C.ITEM_VECTORS_DIR))
     pq.write_table(
-        item_vectors.select(list(ITEM_VECTORS_COLUMNS)),
-        os.path.join(staging, "item_vectors", "part-00000.parquet"),
+        item_vectors.select(list(columns[C.ITEM_VECTORS_DIR])),
+        os.path.join(staging, C.ITEM_VECTORS_DIR, f"part-00000{C.PARQUET_SUFFIX}"),
     )
-    counts["item_vectors"] = item_vectors.num_rows
-    write_json_atomic(os.path.join(staging, METRICS_FILE), metrics)
-    write_json_atomic(os.path.join(staging, MANIFEST_FILE), {**manifest, "rows": counts})
+    counts[C.ITEM_VECTORS_DIR] = item_vectors.num_rows
+    common.write_json(os.path.join(staging, C.METRICS_FILE), metrics)
+    common.write_json(os.path.join(staging, C.MANIFEST_FILE), {**manifest, "rows": counts})
     os.rename(staging, final)
 
-    tmp_link = os.path.join(output_dir, f".{PUBLISHED}.tmp-{os.getpid()}")
+    tmp_link = os.path.join(output_dir, f".{C.PUBLISHED_LINK}.tmp-{os.getpid()}")
     if os.path.lexists(tmp_link):
         os.remove(tmp_link)
-    os.symlink(os.path.join(RELEASES, run_id), tmp_link)
-    os.replace(tmp_link, os.path.join(output_dir, PUBLISHED))
+    os.symlink(os.path.join(C.RELEASES_DIR, run_id), tmp_link)
+    os.replace(tmp_link, os.path.join(output_dir, C.PUBLISHED_LINK))
     prune_releases(output_dir, keep_releases)
     return final
 
 
 def prune_releases(output_dir: str, keep: int) -> list[str]:
     """Removes all but the newest `keep` releases (never the published one) and stale staging."""
-    releases = os.path.join(output_dir, RELEASES)
+    releases = os.path.join(output_dir, C.RELEASES_DIR)
     current = current_release(output_dir)
     removed = []
-    for stale in glob.glob(os.path.join(releases, f"{STAGING_PREFIX}*")):
+    for stale in glob.glob(os.path.join(releases, f"{C.STAGING_PREFIX}*")):
         shutil.rmtree(stale, ignore_errors=True)
         removed.append(stale)
     finished = sorted(
@@ -134,3 +124,55 @@ def prune_releases(output_dir: str, keep: int) -> list[str]:
         shutil.rmtree(old)
         removed.append(old)
     return removed
+
+
+def new_run_id() -> str:
+    """A release id that sorts by time: UTC, microseconds."""
+    return datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+
+
+def publish_if_blessed(
+    output_dir: str,
+    blessed: bool,
+    recalls_dir: str,
+    model_uri: str,
+    metrics: dict,
+    manifest: dict,
+    config: PublishConfig,
+) -> dict:
+    """Publishes the run's tables as a new release when blessed; keeps the current one if not.
+
+    Args:
+        output_dir: the output folder (`releases/`, `published`).
+        blessed: Evaluate's verdict.
+        recalls_dir: the serving Recalls artifact's folder (`recalls/`, `user_vectors/`).
+        model_uri: the serving Model artifact (its item vectors).
+        metrics: Evaluate's metrics.json, copied into the release.
+        manifest: what the release was built from (input, config); the run id and row counts
+            are added.
+        config: the `publish` section.
+
+    Returns:
+        What happened: {published, run_id, and release or kept + not_blessed_because}.
+    """
+    output_dir = os.path.abspath(output_dir)
+    os.makedirs(output_dir, exist_ok=True)
+    run_id = new_run_id()
+    if not blessed:
+        return {
+            "published": False,
+            "run_id": run_id,
+            "not_blessed_because": metrics.get("not_blessed_because", []),
+            "kept": current_release(output_dir),
+        }
+    release = publish_release(
+        output_dir,
+        run_id,
+        common.parquet_files(os.path.join(recalls_dir, C.RECALLS_DIR)),
+        common.parquet_files(os.path.join(recalls_dir, C.USER_VECTORS_DIR)),
+        export.read_item_vector_table(model_uri),
+        metrics,
+        {"run_id": run_id, **manifest},
+        keep_releases=config.keep_releases,
+    )
+    return {"published": True, "run_id": run_id, "release": release}

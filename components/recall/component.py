@@ -8,21 +8,23 @@ from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.types import channel_utils, component_spec, standard_artifacts
 
 from offline_recall.components import artifacts
+from offline_recall.components import contracts as C
 from offline_recall.components.recall import executor
+from offline_recall.pipeline.config import RecallConfig
 
 
 class RecallSpec(component_spec.ComponentSpec):
     PARAMETERS = {
-        "split": component_spec.ExecutionParameter(type=str),
-        "custom_config": component_spec.ExecutionParameter(type=str),
+        C.SPLIT_KEY: component_spec.ExecutionParameter(type=str),
+        C.CONFIG_KEY: component_spec.ExecutionParameter(type=str),
     }
     INPUTS = {
-        "sequences": component_spec.ChannelParameter(type=standard_artifacts.Examples),
-        "model": component_spec.ChannelParameter(type=standard_artifacts.Model),
+        C.SEQUENCES_KEY: component_spec.ChannelParameter(type=standard_artifacts.Examples),
+        C.MODEL_KEY: component_spec.ChannelParameter(type=standard_artifacts.Model),
     }
     OUTPUTS = {
-        "recalls": component_spec.ChannelParameter(type=artifacts.Recalls),
-        "report": component_spec.ChannelParameter(type=artifacts.StageReport),
+        C.RECALLS_KEY: component_spec.ChannelParameter(type=artifacts.Recalls),
+        C.REPORT_KEY: component_spec.ChannelParameter(type=artifacts.StageReport),
     }
 
 
@@ -30,13 +32,13 @@ class Recall(base_beam_component.BaseBeamComponent):
     SPEC_CLASS = RecallSpec
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
 
-    def __init__(self, sequences, model, split: str, custom_config: str):
+    def __init__(self, sequences, model, split: str, config: RecallConfig):
         super().__init__(
             spec=RecallSpec(
                 sequences=sequences,
                 model=model,
                 split=split,
-                custom_config=custom_config,
+                custom_config=config.to_json(),
                 recalls=channel_utils.as_channel([artifacts.Recalls()]),
                 report=channel_utils.as_channel([artifacts.StageReport()]),
             )

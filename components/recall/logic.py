@@ -9,28 +9,20 @@ all and is counted as short.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import functools
+import os
+from collections.abc import Callable, Iterable, Sequence
 
 import apache_beam as beam
 import faiss
 import numpy as np
-import pyarrow as pa
 import tensorflow as tf
 
 from offline_recall.components import common
+from offline_recall.components import contracts as C
+from offline_recall.pipeline.config import RecallConfig
 from offline_recall.trainer import export
 from offline_recall.trainer import features as F
-
-RECALLS_SCHEMA = pa.schema(
-    [
-        ("user_id", pa.string()),
-        ("item_ids", pa.list_(pa.string())),
-        ("scores", pa.list_(pa.float32())),
-        # The eval split's held-out item ("" for serving), so Evaluate reads one table.
-        ("held_out_item", pa.string()),
-    ]
-)
-USER_VECTORS_SCHEMA = pa.schema([("user_id", pa.string()), ("vector", pa.list_(pa.float32()))])
 
 
 def build_index(item_vectors: np.ndarray) -> faiss.IndexFlatIP:
@@ -111,18 +103,18 @@ class RecallFn(beam.DoFn):
             if len(ids) < self._top_n:
                 self._short.inc()
             yield {
-                "user_id": user_id,
-                "item_ids": [self._item_ids[i] for i in ids],
-                "scores": [float(s) for s in scores],
-                "held_out_item": label[0].decode("utf-8") if label else "",
+                C.USER_ID_COLUMN: user_id,
+                C.ITEM_IDS_COLUMN: [self._item_ids[i] for i in ids],
+                C.SCORES_COLUMN: [float(s) for s in scores],
+                C.HELD_OUT_COLUMN: label[0].decode("utf-8") if label else "",
             }
             yield beam.pvalue.TaggedOutput(
-                self.USER_VECTORS, {"user_id": user_id, "vector": vector.tolist()}
+                self.USER_VECTORS, {C.USER_ID_COLUMN: user_id, C.VECTOR_COLUMN: vector.tolist()}
             )
 
 
 def list_length(row: dict) -> int:
-    return len(row["item_ids"])
+    return len(row[C.ITEM_IDS_COLUMN])
 
 
 @beam.ptransform_fn
@@ -135,3 +127,64 @@ def RecallUsers(histories, model_uri: str, top_n: int, batch_size: int):  # noqa
         RecallFn.USER_VECTORS, main="recalls"
     )
     return {"recalls": outputs.recalls, "user_vectors": outputs[RecallFn.USER_VECTORS]}
+
+
+def summarize(split: str, top_n: int, users: int, lengths: dict[int, int]) -> dict:
+    """The recall stage's summary: users, and how many got a full or a short list."""
+    return {
+        "split": split,
+        "top_n": top_n,
+        "users": users,
+        "users_full": sum(v for k, v in lengths.items() if k >= top_n),
+        "users_short": sum(v for k, v in lengths.items() if k < top_n),
+        "list_length_histogram": {str(k): v for k, v in sorted(lengths.items())},
+    }
+
+
+def recall(
+    make_pipeline: Callable[[], beam.Pipeline],
+    histories_pattern: str,
+    model_uri: str,
+    recalls_dir: str,
+    summary_path: str,
+    split: str,
+    config: RecallConfig,
+) -> None:
+    """Writes every user's top-N (`recalls/`) and vector (`user_vectors/`) as Parquet.
+
+    Args:
+        make_pipeline: returns the Beam pipeline to run the steps in.
+        histories_pattern: glob of one split's serialized history examples.
+        model_uri: the Model artifact (serving SavedModel and item vectors).
+        recalls_dir: the Recalls artifact's folder.
+        summary_path: where the counts go.
+        split: the split's name, recorded in the summary.
+        config: the `recall` section.
+    """
+    with make_pipeline() as pipeline:
+        histories = pipeline | "ReadHistories" >> beam.io.ReadFromTFRecord(histories_pattern)
+        result = histories | "RecallUsers" >> RecallUsers(
+            model_uri, config.top_n, config.batch_size
+        )
+        _ = result["recalls"] | "WriteRecalls" >> beam.io.WriteToParquet(
+            os.path.join(recalls_dir, C.RECALLS_DIR, "part"),
+            C.RECALLS_SCHEMA,
+            file_name_suffix=C.PARQUET_SUFFIX,
+        )
+        _ = result["user_vectors"] | "WriteUserVectors" >> beam.io.WriteToParquet(
+            os.path.join(recalls_dir, C.USER_VECTORS_DIR, "part"),
+            C.USER_VECTORS_SCHEMA,
+            file_name_suffix=C.PARQUET_SUFFIX,
+        )
+        users = result["recalls"] | "CountUsers" >> beam.combiners.Count.Globally()
+        lengths = (
+            result["recalls"]
+            | "ListLength" >> beam.Map(list_length)
+            | "CountPerLength" >> beam.combiners.Count.PerElement()
+        )
+        _ = pipeline | "WriteSummary" >> common.WriteJsonOnce(
+            summary_path,
+            functools.partial(summarize, split, config.top_n),
+            users=beam.pvalue.AsSingleton(users),
+            lengths=beam.pvalue.AsDict(lengths),
+        )

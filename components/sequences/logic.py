@@ -3,10 +3,10 @@
 For a user with events e_0..e_{n-1}, ordered by (timestamp, input order):
 - if n >= min_events_for_holdout, e_{n-1} is held out: it becomes the user's `eval` example
   (history e_0..e_{n-2}, visited = their items), and training sees only e_0..e_{n-2};
-- `windows` (the last-position objective): every training event e_i becomes one `train` example,
+- `last_position` (the objective): every training event e_i becomes one `train` example,
   history e_{max(0,i-H)}..e_{i-1} -> e_i, including e_0 with an empty history, so the label
   counts are exactly the training item counts;
-- `sequences` (the per-position objective): the training events are cut, newest first, into
+- `per_position` (the objective): the training events are cut, newest first, into
   disjoint pieces of at most H + 1 events; a piece is one `train` example, history = all its
   events but the last, label = the last. Every position of the piece predicts the next event, so
   one example carries up to H targets, and history plus label count each training event exactly
@@ -22,13 +22,19 @@ Item ids stay raw bytes here; the Transform graph maps them to vocabulary keys.
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterable, Iterator
+import functools
+import os
+from collections.abc import Callable, Iterable, Iterator
 
 import apache_beam as beam
 import tensorflow as tf
+from tensorflow_metadata.proto.v0 import anomalies_pb2
 
 from offline_recall.components import common
+from offline_recall.components.errors import StageError
+from offline_recall.pipeline.config import SequencesParams
 from offline_recall.trainer import features as F
+from offline_recall.trainer import options
 
 Event = tuple[int, int, bytes]  # (timestamp, input_order, item_id)
 
@@ -48,31 +54,29 @@ def unique_in_order(items: Iterable[bytes]) -> list[bytes]:
     return list(dict.fromkeys(items))
 
 
-TRAIN_EXAMPLE_MODES = ("windows", "sequences")
-
-
 def training_pieces(
-    train_items: list, max_history: int, mode: str
+    train_items: list, max_history: int, objective: str
 ) -> Iterator[tuple[list, object]]:
     """Yields (history, label) training pairs for one user's time-ordered training items.
 
     Args:
         train_items: the user's training items (or their positions), oldest first.
         max_history: H, the most items a history holds.
-        mode: "windows" (one pair per event) or "sequences" (disjoint pieces of <= H + 1 events,
-            cut from the newest event backwards, so the latest piece has the longest context).
+        objective: "last_position" (one pair per event) or "per_position" (disjoint pieces of
+            <= H + 1 events, cut from the newest event backwards, so the latest piece has the
+            longest context).
     """
-    if mode == "windows":
+    if objective == options.LAST_POSITION:
         for i, label in enumerate(train_items):
             yield train_items[max(0, i - max_history) : i], label
-    elif mode == "sequences":
+    elif objective == options.PER_POSITION:
         end = len(train_items)
         while end > 0:
             start = max(0, end - max_history - 1)
             yield train_items[start : end - 1], train_items[end - 1]
             end = start
     else:
-        raise ValueError(f"train_examples must be one of {TRAIN_EXAMPLE_MODES}, got {mode!r}")
+        raise ValueError(f"objective must be one of {options.OBJECTIVES}, got {objective!r}")
 
 
 def build_user_examples(
@@ -80,7 +84,7 @@ def build_user_examples(
     events: Iterable[Event],
     max_history: int,
     min_events_for_holdout: int,
-    train_examples: str = "windows",
+    objective: str,
     refit: bool = False,
 ) -> Iterator[tuple[str, tf.train.Example]]:
     """Yields (split, example) for one user.
@@ -90,7 +94,7 @@ def build_user_examples(
         events: the user's clicks, in any order.
         max_history: the most recent items a history keeps.
         min_events_for_holdout: users with at least this many events get an eval example.
-        train_examples: "windows" or "sequences" (see the module docstring).
+        objective: "last_position" or "per_position" (see the module docstring).
         refit: also yield ("refit", ex) per training pair cut from every event.
 
     Yields:
@@ -115,12 +119,10 @@ def build_user_examples(
             {F.HISTORY_TIMES: [times[i] for i in positions], F.LABEL_TIME: [times[label]]},
         )
 
-    for positions, label in training_pieces(list(range(n_train)), max_history, train_examples):
+    for positions, label in training_pieces(list(range(n_train)), max_history, objective):
         yield F.TRAIN_SPLIT, train_example(positions, label)
     if refit:
-        for positions, label in training_pieces(
-            list(range(len(items))), max_history, train_examples
-        ):
+        for positions, label in training_pieces(list(range(len(items))), max_history, objective):
             yield F.REFIT_SPLIT, train_example(positions, label)
     if holdout:
         yield (
@@ -156,12 +158,12 @@ class BuildUserExamplesFn(beam.DoFn):
         self,
         max_history: int,
         min_events_for_holdout: int,
-        train_examples: str,
+        objective: str,
         refit: bool = False,
     ):
         self._max_history = max_history
         self._min_events = min_events_for_holdout
-        self._train_examples = train_examples
+        self._objective = objective
         self._refit = refit
         self._users = beam.metrics.Metrics.counter("sequences", "users")
         self._holdout_users = beam.metrics.Metrics.counter("sequences", "users_with_holdout")
@@ -174,7 +176,7 @@ class BuildUserExamplesFn(beam.DoFn):
             list(events),
             self._max_history,
             self._min_events,
-            self._train_examples,
+            self._objective,
             self._refit,
         ):
             if split == F.EVAL_SPLIT:
@@ -212,7 +214,7 @@ def summarize(
     distinct_items: int,
     max_history: int,
     min_events_for_holdout: int,
-    train_examples: str = "windows",
+    objective: str,
 ) -> dict:
     """Returns the sequences stage's summary from its combined counts."""
     users = sum(histogram.values())
@@ -228,7 +230,7 @@ def summarize(
         "events_per_user_histogram": histogram,
         "max_history": max_history,
         "min_events_for_holdout": min_events_for_holdout,
-        "train_example_mode": train_examples,
+        "objective": objective,
         **(
             {"refit_examples": split_counts[F.REFIT_SPLIT]} if F.REFIT_SPLIT in split_counts else {}
         ),
@@ -240,7 +242,7 @@ def BuildSequences(  # noqa: N802
     clicks,
     max_history: int,
     min_events_for_holdout: int,
-    train_examples: str = "windows",
+    objective: str,
     refit: bool = False,
 ):
     """Groups serialized ingest tf.Examples by user into split-tagged serialized examples.
@@ -249,7 +251,7 @@ def BuildSequences(  # noqa: N802
         clicks: PCollection of serialized ingest tf.Examples (one per click).
         max_history: the most recent items a history keeps.
         min_events_for_holdout: users with at least this many events get an eval example.
-        train_examples: "windows" or "sequences" (see the module docstring).
+        objective: "last_position" or "per_position" (see the module docstring).
         refit: also build the `refit` split (training examples over every event).
 
     Returns:
@@ -260,7 +262,7 @@ def BuildSequences(  # noqa: N802
     grouped = keyed | "GroupByUser" >> beam.GroupByKey()
     splits = F.sequence_splits(refit)
     tagged = grouped | "BuildUserExamples" >> beam.ParDo(
-        BuildUserExamplesFn(max_history, min_events_for_holdout, train_examples, refit)
+        BuildUserExamplesFn(max_history, min_events_for_holdout, objective, refit)
     ).with_outputs(*splits)
     histogram = (
         grouped
@@ -281,3 +283,92 @@ def BuildSequences(  # noqa: N802
 
 def _item_of_click(user_event: tuple[bytes, Event]) -> bytes:
     return user_event[1][2]
+
+
+def check_anomalies(anomalies_dir: str) -> None:
+    """Raises StageError listing every anomaly ExampleValidator found in the click splits."""
+    problems = []
+    for root, _, files in tf.io.gfile.walk(anomalies_dir):
+        for name in sorted(files):
+            if not name.endswith(".pb"):
+                continue
+            anomalies = anomalies_pb2.Anomalies()
+            with tf.io.gfile.GFile(os.path.join(root, name), "rb") as f:
+                anomalies.ParseFromString(f.read())
+            split = os.path.basename(root.rstrip("/")).replace("Split-", "")
+            for feature, info in anomalies.anomaly_info.items():
+                problems.append(f"{split}/{feature}: {info.short_description or info.description}")
+            if anomalies.HasField("dataset_anomaly_info"):
+                problems.append(f"{split}: {anomalies.dataset_anomaly_info.description}")
+    if problems:
+        raise StageError(
+            "ingest output breaks schema/schema.pbtxt (ExampleValidator): " + "; ".join(problems)
+        )
+
+
+def summary_with_users(**counts) -> dict:
+    """`summarize`, refusing a log with no users (nothing downstream could run)."""
+    split_counts = {split: counts.pop(split) for split in list(counts) if split in F.ALL_SPLITS}
+    summary = summarize(split_counts=split_counts, **counts)
+    if summary["users"] == 0:
+        raise StageError("sequences: the click examples hold no users")
+    return summary
+
+
+def build_sequences(
+    make_pipeline: Callable[[], beam.Pipeline],
+    click_patterns: dict[str, str],
+    split_dirs: dict[str, str],
+    summary_path: str,
+    params: SequencesParams,
+    anomalies_dir: str | None,
+) -> None:
+    """Checks the anomalies, then writes each split's examples and the stage's summary.
+
+    Args:
+        make_pipeline: returns the Beam pipeline to run the steps in.
+        click_patterns: {split: glob} of ingest's click TFRecords.
+        split_dirs: {split: folder} for every split to write (`F.sequence_splits`).
+        summary_path: where the counts go.
+        params: the `sequences` section and what the trainer and validation decide.
+        anomalies_dir: ExampleValidator's output, checked when `fail_on_anomalies`.
+    """
+    if params.fail_on_anomalies and anomalies_dir:
+        check_anomalies(anomalies_dir)
+    config = params.sequences
+    with make_pipeline() as pipeline:
+        clicks = [
+            pipeline | f"ReadClicks[{split}]" >> beam.io.ReadFromTFRecord(pattern)
+            for split, pattern in click_patterns.items()
+        ]
+        built = (
+            clicks
+            | "FlattenClickSplits" >> beam.Flatten()
+            | "BuildSequences"
+            >> (
+                BuildSequences(
+                    config.max_history,
+                    config.min_events_for_holdout,
+                    params.objective,
+                    params.write_refit_split,
+                )
+            )
+        )
+        counts = {}
+        for split, folder in split_dirs.items():
+            _ = built[split] | f"Write[{split}]" >> beam.io.WriteToTFRecord(
+                os.path.join(folder, "data_tfrecord"), file_name_suffix=".gz"
+            )
+            counts[split] = built[split] | f"Count[{split}]" >> beam.combiners.Count.Globally()
+        _ = pipeline | "WriteSummary" >> common.WriteJsonOnce(
+            summary_path,
+            functools.partial(
+                summary_with_users,
+                max_history=config.max_history,
+                min_events_for_holdout=config.min_events_for_holdout,
+                objective=params.objective,
+            ),
+            histogram=beam.pvalue.AsSingleton(built["histogram"]),
+            distinct_items=beam.pvalue.AsSingleton(built["distinct_items"]),
+            **{split: beam.pvalue.AsSingleton(count) for split, count in counts.items()},
+        )

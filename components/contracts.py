@@ -1,0 +1,118 @@
+"""The contracts between stages: channel keys, artifact file names, table schemas, the blessing K.
+
+Whoever reads or writes one of these imports it from here; no stage spells another's file name.
+Feature, split and vocabulary names are `trainer/features.py`'s. Imports without TFX or TF.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+# --- Channel keys (component inputs and outputs), as TFX keeps its `*_KEY` constants. ---
+EXAMPLES_KEY = "examples"
+ANOMALIES_KEY = "anomalies"
+QUARANTINE_KEY = "quarantine"
+REPORT_KEY = "report"
+SEQUENCES_KEY = "sequences"
+MODEL_KEY = "model"
+RECALLS_KEY = "recalls"
+METRICS_KEY = "metrics"
+BLESSING_KEY = "blessing"
+RELEASE_KEY = "release"
+# The Report component's inputs: one stage report each.
+INGEST_REPORT_KEY = "ingest_report"
+SEQUENCES_REPORT_KEY = "sequences_report"
+SERVING_RECALL_REPORT_KEY = "serving_recall_report"
+EVAL_RECALL_REPORT_KEY = "eval_recall_report"
+
+# --- Execution parameter keys. ---
+CONFIG_KEY = "custom_config"  # a component's own config section, as JSON
+INPUT_BASE_KEY = "input_base"
+OUTPUT_DIR_KEY = "output_dir"
+SPLIT_KEY = "split"
+OBJECTIVE_KEY = "objective"
+WRITE_REFIT_SPLIT_KEY = "write_refit_split"
+FAIL_ON_ANOMALIES_KEY = "fail_on_anomalies"
+RUN_CONFIG_KEY = "run_config"  # the whole run config, recorded in the manifest, never read
+
+# --- Files inside artifacts. ---
+SUMMARY_FILE = "summary.json"  # a StageReport's counts
+RAW_METRICS_FILE = "raw.json"  # Evaluate's Beam output, before blessing
+METRICS_FILE = "metrics.json"  # RecallMetrics, and a release's copy
+BLESSED_FILE, NOT_BLESSED_FILE = "BLESSED", "NOT_BLESSED"  # inside ModelBlessing
+BLESSED_PROPERTY = "blessed"  # ModelBlessing's int custom property
+TRAIN_SUMMARY_FILE = "train_summary.json"  # inside the Model artifact
+SERVING_MODEL_DIR = "Format-Serving"  # TFX's serving SavedModel folder in a Model artifact
+ITEM_VECTORS_DIR = "item_vectors"  # Model artifact and release
+ITEM_VECTORS_FILE = "item_vectors.parquet"
+CHECKPOINT_DIR = "checkpoint"  # Model artifact: the exported checkpoint, for Refit
+CHECKPOINT_NAME = "model.ckpt"
+RECALLS_DIR = "recalls"  # Recalls artifact and release
+USER_VECTORS_DIR = "user_vectors"  # Recalls artifact and release
+QUARANTINE_PREFIX = "quarantine"  # Quarantine artifact: quarantine-*.jsonl
+PARQUET_SUFFIX = ".parquet"
+
+# --- The output folder. ---
+RUN_SUMMARY_FILE = "run_summary.json"
+REPORT_DIR = "report"
+REPORT_PAGE = "index.html"
+RELEASES_DIR = "releases"
+PUBLISHED_LINK = "published"
+STAGING_PREFIX = ".staging-"
+MANIFEST_FILE = "manifest.json"
+LOGS_DIR = "logs"
+# run_summary.json's `status`.
+STATUS_PUBLISHED, STATUS_NOT_BLESSED, STATUS_FAILED = "published", "not_blessed", "failed"
+
+# --- Table columns and schemas. ---
+USER_ID_COLUMN = "user_id"
+ITEM_ID_COLUMN = "item_id"
+ITEM_IDS_COLUMN = "item_ids"
+SCORES_COLUMN = "scores"
+VECTOR_COLUMN = "vector"
+COUNT_COLUMN = "count"
+ITEM_INDEX_COLUMN = "item_index"
+HELD_OUT_COLUMN = "held_out_item"  # the eval split's held-out item ("" when serving)
+
+# What Recall writes: a recall list per user, best first, and the user's vector.
+RECALLS_SCHEMA = pa.schema(
+    [
+        (USER_ID_COLUMN, pa.string()),
+        (ITEM_IDS_COLUMN, pa.list_(pa.string())),
+        (SCORES_COLUMN, pa.list_(pa.float32())),
+        (HELD_OUT_COLUMN, pa.string()),
+    ]
+)
+USER_VECTORS_SCHEMA = pa.schema(
+    [(USER_ID_COLUMN, pa.string()), (VECTOR_COLUMN, pa.list_(pa.float32()))]
+)
+# What the trainer writes into its Model artifact.
+ITEM_VECTORS_SCHEMA = pa.schema(
+    [
+        (ITEM_INDEX_COLUMN, pa.int64()),
+        (ITEM_ID_COLUMN, pa.string()),
+        (VECTOR_COLUMN, pa.list_(pa.float32())),
+        (COUNT_COLUMN, pa.int64()),
+    ]
+)
+# The product's public output: the columns of each published table, in order.
+PUBLISHED_COLUMNS = {
+    RECALLS_DIR: (USER_ID_COLUMN, ITEM_IDS_COLUMN, SCORES_COLUMN),
+    USER_VECTORS_DIR: (USER_ID_COLUMN, VECTOR_COLUMN),
+    ITEM_VECTORS_DIR: (ITEM_ID_COLUMN, VECTOR_COLUMN, COUNT_COLUMN),
+}
+
+# --- Metrics and the blessing. ---
+# The K that blessing and early stopping judge a model at: Evaluate always computes it, whatever
+# `evaluate.ks` lists, and recall lists must be at least this long.
+BLESSING_K = 50
+
+
+def metric_key(name: str, k: int) -> str:
+    """The key of a metric at K in metrics.json: `hr@50`, `ndcg@10`, `coverage@100`."""
+    return f"{name}@{k}"
+
+
+BLESSING_METRIC = metric_key("hr", BLESSING_K)
+# The trainer's holdout metric for early stopping: the same HR at the same K.
+EARLY_STOPPING_METRIC = f"hit_rate_at_{BLESSING_K}"

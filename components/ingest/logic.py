@@ -1,0 +1,81 @@
+"""Ingest as one function: preflight, the `IngestClicks` Beam steps, the summary, the bad limit.
+
+Knows nothing of TFX: the executor hands it plain folders and a pipeline factory.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from collections.abc import Callable
+
+import apache_beam as beam
+
+from offline_recall.components import common
+from offline_recall.components.contracts import QUARANTINE_PREFIX
+from offline_recall.components.ingest import rows, sources
+from offline_recall.pipeline.config import IngestConfig
+
+
+def latest_allowed_timestamp(config: IngestConfig) -> int:
+    """The newest timestamp a row may have: "now" (or the wall clock) plus the tolerance."""
+    now = config.now if config.now is not None else int(time.time())
+    return now + config.future_tolerance_seconds
+
+
+def ingest_clicks(
+    make_pipeline: Callable[[], beam.Pipeline],
+    files: list[sources.InputFile],
+    config: IngestConfig,
+    examples_dir: str,
+    quarantine_dir: str,
+    summary_path: str,
+) -> dict:
+    """Reads, validates and deduplicates the click files into tf.Example TFRecords.
+
+    Args:
+        make_pipeline: returns the Beam pipeline to run the steps in.
+        files: what `sources.preflight` found.
+        config: the `ingest` section.
+        examples_dir: the folder of the clicks split (GZIP TFRecords of tf.Example).
+        quarantine_dir: the folder of the quarantined rows (JSON lines).
+        summary_path: where the counts go (`summary.json`).
+
+    Returns:
+        The summary: rows read, valid, quarantined (by reason), duplicates, per file.
+
+    Raises:
+        IngestError: more than `max_bad_fraction` of the rows are bad, or none is valid.
+    """
+    with make_pipeline() as pipeline:
+        result = (
+            pipeline
+            | "ListInputFiles" >> beam.Create(files)
+            | "Reshuffle" >> beam.Reshuffle()
+            | "IngestClicks"
+            >> rows.IngestClicks(config.max_id_bytes, latest_allowed_timestamp(config))
+        )
+        _ = result["examples"] | "WriteExamples" >> beam.io.WriteToTFRecord(
+            os.path.join(examples_dir, "data_tfrecord"), file_name_suffix=".gz"
+        )
+        _ = (
+            result["quarantine"]
+            | "QuarantineToJson" >> beam.Map(rows.to_json_line)
+            | "WriteQuarantine"
+            >> beam.io.WriteToText(
+                os.path.join(quarantine_dir, QUARANTINE_PREFIX), file_name_suffix=".jsonl"
+            )
+        )
+        _ = pipeline | "WriteSummary" >> common.WriteJsonOnce(
+            summary_path,
+            functools.partial(rows.summarize, files),
+            valid_per_file=beam.pvalue.AsDict(result["valid_per_file"]),
+            quarantined_per_file=beam.pvalue.AsDict(result["quarantined_per_file"]),
+            reasons=beam.pvalue.AsDict(result["reasons"]),
+            duplicates=beam.pvalue.AsSingleton(result["duplicates"]),
+            blank=beam.pvalue.AsSingleton(result["blank"]),
+        )
+    summary = common.read_json(summary_path)
+    rows.check_bad_fraction(summary, config.max_bad_fraction, quarantine_dir)
+    return summary

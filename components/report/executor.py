@@ -1,0 +1,33 @@
+"""Report executor: unpack artifacts, run `logic.write_run_report`."""
+
+from __future__ import annotations
+
+from tfx.dsl.components.base import base_executor
+from tfx.types import artifact_utils
+
+from offline_recall.components import common
+from offline_recall.components import contracts as C
+from offline_recall.components.report import logic
+
+
+class Executor(base_executor.BaseExecutor):
+    def Do(self, input_dict, output_dict, exec_properties) -> None:  # noqa: N802
+        def uri(key: str) -> str:
+            return artifact_utils.get_single_uri(input_dict[key])
+
+        summary = logic.write_run_report(
+            exec_properties[C.OUTPUT_DIR_KEY],
+            exec_properties[C.INPUT_BASE_KEY],
+            logic.StageOutputs(
+                ingest_report=uri(C.INGEST_REPORT_KEY),
+                quarantine=uri(C.QUARANTINE_KEY),
+                sequences_report=uri(C.SEQUENCES_REPORT_KEY),
+                model=uri(C.MODEL_KEY),
+                eval_recall_report=uri(C.EVAL_RECALL_REPORT_KEY),
+                metrics=uri(C.METRICS_KEY),
+                serving_recall_report=uri(C.SERVING_RECALL_REPORT_KEY),
+                serving_recalls=uri(C.RECALLS_KEY),
+                release=uri(C.RELEASE_KEY),
+            ),
+        )
+        common.write_summary(artifact_utils.get_single_uri(output_dict[C.REPORT_KEY]), summary)

@@ -1,0 +1,106 @@
+"""The run's account: `run_summary.json` (every stage's counts) and `report/` (HTML + plots).
+
+Knows nothing of TFX: the executor hands it the folders of each stage's artifacts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+
+import numpy as np
+
+from offline_recall.components import common
+from offline_recall.components import contracts as C
+from offline_recall.components.report import page
+from offline_recall.trainer import export
+
+# The report's score histogram reads at most this many top-1 scores.
+TOP1_SCORES_LIMIT = 200_000
+
+
+@dataclasses.dataclass(frozen=True)
+class StageOutputs:
+    """The artifact folders the report reads, one per stage output."""
+
+    ingest_report: str
+    quarantine: str
+    sequences_report: str
+    model: str
+    eval_recall_report: str
+    metrics: str
+    serving_recall_report: str
+    serving_recalls: str
+    release: str
+
+
+def top1_scores(recall_files: list[str], limit: int = TOP1_SCORES_LIMIT) -> np.ndarray:
+    """The best score of each user's list, from the first files up to `limit` users."""
+    scores: list[float] = []
+    for path in recall_files:
+        column = common.read_parquet(path, [C.SCORES_COLUMN]).column(C.SCORES_COLUMN)
+        scores.extend(s[0] for s in column.to_pylist() if s)
+        if len(scores) >= limit:
+            break
+    return np.asarray(scores[:limit], dtype=np.float32)
+
+
+def history_lengths(histogram: dict[str, int]) -> np.ndarray:
+    """Expands {events per user: users} into one length per user."""
+    if not histogram:
+        return np.empty(0, np.int64)
+    keys = np.asarray([int(k) for k in histogram], np.int64)
+    return np.repeat(keys, [histogram[k] for k in histogram])
+
+
+def metrics_at_k(metrics: dict, k: int) -> dict[str, float]:
+    """{hr, ndcg, coverage} at k, those present."""
+    names = ("hr", "ndcg", "coverage")
+    return {n: metrics[C.metric_key(n, k)] for n in names if C.metric_key(n, k) in metrics}
+
+
+def run_summary(output_dir: str, input_base: str, stages: StageOutputs) -> dict:
+    """Every stage's counts, the metrics and what Publish did, as run_summary.json holds them."""
+    ingest = common.read_summary(stages.ingest_report)
+    ingest["quarantine_path"] = stages.quarantine
+    train = export.read_train_summary(stages.model)
+    publish = common.read_summary(stages.release)
+    return {
+        "status": C.STATUS_PUBLISHED if publish["published"] else C.STATUS_NOT_BLESSED,
+        "run_id": publish["run_id"],
+        "finished_at": datetime.datetime.now(datetime.UTC).isoformat(),
+        "input": input_base,
+        "output": output_dir,
+        "ingest": ingest,
+        "sequences": common.read_summary(stages.sequences_report),
+        "transform": {"vocab_size": train["vocab_size"], "num_classes": train["num_classes"]},
+        "trainer": train,
+        "recall": {
+            "serving": common.read_summary(stages.serving_recall_report),
+            "eval": common.read_summary(stages.eval_recall_report),
+        },
+        "evaluate": common.read_json(os.path.join(stages.metrics, C.METRICS_FILE)),
+        "publish": publish,
+    }
+
+
+def write_run_report(output_dir: str, input_base: str, stages: StageOutputs) -> dict:
+    """Writes OUTPUT/run_summary.json and OUTPUT/report/; returns the summary."""
+    output_dir = os.path.abspath(output_dir)
+    summary = run_summary(output_dir, input_base, stages)
+    common.write_json(os.path.join(output_dir, C.RUN_SUMMARY_FILE), summary)
+    metrics = summary["evaluate"]
+    _, _, item_counts = export.read_item_vectors(stages.model)
+    page.write_report(
+        os.path.join(output_dir, C.REPORT_DIR),
+        summary,
+        item_counts=item_counts,
+        history_lengths=history_lengths(summary["sequences"]["events_per_user_histogram"]),
+        metrics_at_k={k: metrics_at_k(metrics["model"], k) for k in metrics["ks"]},
+        popularity_metrics_at_k={k: metrics_at_k(metrics["popularity"], k) for k in metrics["ks"]},
+        top1_scores=top1_scores(
+            common.parquet_files(os.path.join(stages.serving_recalls, C.RECALLS_DIR))
+        ),
+    )
+    return summary

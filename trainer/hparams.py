@@ -1,0 +1,148 @@
+"""From the `trainer` config section and the vocabulary to the model_fn's params.
+
+The Estimator takes its params as a dict; this is the one place that builds it. Every value comes
+from a `TrainerConfig` (no defaults here) or from what Transform produced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import tensorflow_transform as tft
+
+from offline_recall.pipeline.config import TrainerConfig
+from offline_recall.trainer import export, losses, options
+from offline_recall.trainer import features as F
+
+# Auto epochs stay in this range, whatever the data size.
+MIN_AUTO_EPOCHS, MAX_AUTO_EPOCHS = 5, 200
+
+
+def choose_loss(config: TrainerConfig, num_classes: int) -> str:
+    """`auto` is the exact softmax while the catalog is small enough, else sampled softmax."""
+    if config.loss != options.AUTO_LOSS:
+        return config.loss
+    return "full_softmax" if num_classes <= config.full_softmax_max_classes else "sampled_softmax"
+
+
+def choose_epochs(config: TrainerConfig, positions: int) -> int:
+    """`epochs`, or for "auto" enough epochs to see `auto_epoch_positions` targets, in [5, 200]."""
+    if config.epochs != options.AUTO:
+        return config.epochs
+    wanted = round(config.auto_epoch_positions / max(positions, 1))
+    return int(min(MAX_AUTO_EPOCHS, max(MIN_AUTO_EPOCHS, wanted)))
+
+
+def refit_epochs(config: TrainerConfig, fit_best_epochs: int) -> int:
+    """Epochs of the refit: `refit_epochs`, or "auto".
+
+    Auto is `eval_every_epochs` (the granularity early stopping chose the checkpoint at) when
+    warm-starting, and the fit's best epoch count when training from scratch.
+    """
+    if config.refit_epochs != options.AUTO:
+        return config.refit_epochs
+    if config.refit_warm_start:
+        return max(1, config.eval_every_epochs)
+    return max(1, fit_best_epochs)
+
+
+def item_counts(tf_transform_output: tft.TFTransformOutput, num_classes: int) -> np.ndarray:
+    """[num_classes] training counts in vocabulary index order; OOV buckets count 1."""
+    counts = export.read_vocabulary_counts(tf_transform_output)
+    keys = tf_transform_output.vocabulary_by_name(F.ITEM_VOCAB)
+    out = np.ones(num_classes, dtype=np.float64)
+    out[: len(keys)] = [counts.get(k, 1) for k in keys]
+    return out
+
+
+def encoder_options(config: TrainerConfig) -> dict:
+    """The keyword options of the chosen encoder beyond the shared ones."""
+    if config.encoder == "self_attention":
+        return {"num_blocks": config.num_blocks, "num_heads": config.num_heads}
+    return {}
+
+
+def build_params(
+    config: TrainerConfig,
+    vocab_size: int,
+    num_classes: int,
+    counts: np.ndarray,
+    num_users: int | None = None,
+) -> dict:
+    """The model_fn's params.
+
+    Args:
+        config: the `trainer` section.
+        vocab_size: items in the vocabulary (rows below it are items, the rest OOV buckets).
+        num_classes: softmax rows, vocabulary plus OOV buckets.
+        counts: [num_classes] training counts in index order.
+        num_users: rows of the user embedding (user vocabulary + 1 OOV row) with
+            `user_embedding`.
+    """
+    params = {
+        "num_classes": num_classes,
+        "vocab_size": vocab_size,
+        "embedding_dim": config.embedding_dim,
+        "hidden_units": list(config.hidden_units),
+        "dropout": config.dropout,
+        "encoder": config.encoder,
+        "encoder_options": encoder_options(config),
+        "objective": config.objective,
+        "tie_embeddings": config.tie_embeddings,
+        "loss": choose_loss(config, num_classes),
+        "loss_context": losses.LossContext(
+            num_classes=num_classes,
+            num_sampled=config.num_sampled,
+            item_counts=counts,
+            sampler=config.sampler,
+            sampler_distortion=config.sampler_distortion,
+            temperature=config.temperature,
+            logq_correction=config.logq_correction,
+            seed=config.seed,
+        ),
+        "learning_rate": config.learning_rate,
+        "l2": config.l2,
+        "user_embedding": config.user_embedding,
+        "user_embedding_dim": config.user_embedding_dim,
+        "recency_feature": config.recency_feature,
+        # Constant unless with_lr_decay sets it.
+        "decay_steps": 0,
+        "lr_decay_floor": config.lr_decay_floor,
+    }
+    if config.user_embedding:
+        params["num_users"] = num_users
+    return params
+
+
+def with_lr_decay(params: dict, config: TrainerConfig, epochs: int, batches: int) -> dict:
+    """Params that decay the learning rate linearly over `epochs` x `batches` steps, if asked."""
+    if not config.lr_decay:
+        return params
+    return {**params, "decay_steps": epochs * batches}
+
+
+def printable(params: dict) -> dict:
+    """The params as JSON-ready values (the loss context without its arrays)."""
+    out = {k: v for k, v in params.items() if k != "loss_context"}
+    ctx = params["loss_context"]
+    out["loss_context"] = {
+        f.name: getattr(ctx, f.name)
+        for f in dataclasses.fields(ctx)
+        if f.name not in ("item_counts", "sampled_values")
+    }
+    return out
+
+
+def vector_notes(params: dict) -> dict:
+    """What the exported vectors are, for the run summary."""
+    tied = params["tie_embeddings"]
+    return {
+        "embeddings_tied": tied,
+        "item_vector": (
+            "item_embeddings row (tied input/output table) with the softmax bias appended"
+            if tied
+            else "softmax kernel row with its bias appended"
+        ),
+        "user_vector": "user_vector with a constant 1 appended",
+    }

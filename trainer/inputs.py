@@ -1,0 +1,189 @@
+"""The trainer's input: canonical copies of the transformed splits, counts, and input_fns.
+
+Transform writes `tf.Example`s with `history_idx` (VarLen int64), `label_idx`, and, when the
+options ask for them, `user_idx`, `history_age` / `label_age`; eval examples also carry
+`visited_idx`, the user's visited items, which evaluation excludes from ranking.
+"""
+
+from __future__ import annotations
+
+import os
+
+import tensorflow as tf
+
+from offline_recall.trainer import encoders, options
+from offline_recall.trainer import features as F
+
+# Padding of each model feature in a length bucket (scalars are never padded).
+PADDING = {
+    F.HISTORY_IDX: (encoders.PAD, tf.int64),
+    F.HISTORY_AGE: (0.0, tf.float32),
+    F.USER_IDX: (0, tf.int64),
+    F.LABEL_AGE: (0.0, tf.float32),
+}
+# Read only by evaluation: what the holdout metric excludes besides the (truncated) history.
+EVAL_ONLY = (F.VISITED_IDX,)
+
+
+def _files(patterns: list[str]) -> list[str]:
+    files = sorted(f for p in patterns for f in tf.io.gfile.glob(p))
+    if not files:
+        raise FileNotFoundError(f"no training files match {patterns}")
+    return files
+
+
+def _dataset(patterns: list[str]) -> tf.data.Dataset:
+    return tf.data.TFRecordDataset(_files(patterns), compression_type="GZIP")
+
+
+def model_features(feature_spec: dict) -> list[str]:
+    """The transformed features the model reads: the history plus the optional extras."""
+    return [k for k in PADDING if k in feature_spec]
+
+
+def canonical_copy(patterns: list[str], path: str, keep: list[str]) -> list[str]:
+    """Writes the examples of `patterns` in a canonical order into one GZIP file; returns [path].
+
+    Beam writes a split's records in no fixed order, and a seeded shuffle of differently ordered
+    input gives different batches. Sorting the examples by their deterministic serialization
+    (map keys sorted; the bytes Transform wrote are not canonical from run to run) makes a seed
+    reproduce the same training run. The trainer caches the whole split in memory anyway, so
+    holding it once more to sort is in scale.
+
+    Args:
+        patterns: globs of the split's GZIP TFRecord files.
+        path: the file to write.
+        keep: the features the copy keeps (what its reader parses); the rest are dropped.
+    """
+    wanted = set(keep)
+    records = []
+    for record in _dataset(patterns):
+        example = tf.train.Example.FromString(record.numpy())
+        for name in list(example.features.feature):
+            if name not in wanted:
+                del example.features.feature[name]
+        records.append(example.SerializeToString(deterministic=True))
+    records.sort()
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    with tf.io.TFRecordWriter(path, options="GZIP") as writer:
+        for record in records:
+            writer.write(record)
+    return [path]
+
+
+def train_features(feature_spec: dict) -> list[str]:
+    """What a training copy keeps: the model's features and the label."""
+    return [*model_features(feature_spec), F.LABEL_IDX]
+
+
+def eval_features(feature_spec: dict) -> list[str]:
+    """What an evaluation copy keeps: the training features and the visited items."""
+    return train_features(feature_spec) + [k for k in EVAL_ONLY if k in feature_spec]
+
+
+def bucket_boundaries(max_history: int) -> list[int]:
+    """Upper length bounds (exclusive) of the length buckets: 9, 17, 33, ... <= max_history."""
+    bounds, b = [], 8
+    while b < max_history:
+        bounds.append(b + 1)
+        b *= 2
+    return bounds
+
+
+def _padding_value(key: str) -> tf.Tensor:
+    value, dtype = PADDING[key]
+    return tf.constant(value, dtype)
+
+
+def _parse_one(feature_spec):
+    def parse(serialized):
+        parsed = tf.io.parse_single_example(serialized, feature_spec)
+        features = {}
+        for key in model_features(feature_spec):
+            value = parsed[key]
+            if isinstance(value, tf.SparseTensor):
+                value = tf.sparse.to_dense(value, default_value=_padding_value(key))
+            else:
+                value = tf.reshape(value, [])
+            features[key] = value
+        return features, tf.reshape(parsed[F.LABEL_IDX], [])
+
+    return parse
+
+
+def _history_length(features, label):
+    del label
+    return tf.shape(features[F.HISTORY_IDX], out_type=tf.int32)[0]
+
+
+def _split_label(feature_spec):
+    def split(parsed):
+        wanted = model_features(feature_spec) + [k for k in EVAL_ONLY if k in feature_spec]
+        features = {k: parsed[k] for k in wanted}
+        for key in (F.USER_IDX, F.LABEL_AGE):
+            if key in features:
+                features[key] = tf.reshape(features[key], [-1])
+        return features, parsed[F.LABEL_IDX]
+
+    return split
+
+
+def train_input_fn(files, feature_spec, batch_size, epochs, seed, max_history):
+    """Returns the shuffled, length-bucketed training input_fn: (features, label_idx [batch]).
+
+    Examples are bucketed by history length (powers of two up to `max_history`) and padded with
+    PAD only to their bucket's longest, so attention over short sequences does not pay for the
+    longest one in a random batch; histories come dense [batch, bucket length]. Features:
+    `history_idx`, plus `user_idx` [batch] and `history_age` / `label_age` when Transform
+    produced them.
+    """
+
+    def fn():
+        ds = _dataset(files).map(_parse_one(feature_spec)).cache()
+        ds = ds.shuffle(200_000, seed=seed, reshuffle_each_iteration=True)
+        boundaries = bucket_boundaries(max_history)
+        ds = ds.repeat(epochs).bucket_by_sequence_length(
+            _history_length,
+            bucket_boundaries=boundaries,
+            bucket_batch_sizes=[batch_size] * (len(boundaries) + 1),
+            padding_values=(
+                {k: _padding_value(k) for k in model_features(feature_spec)},
+                tf.constant(0, tf.int64),
+            ),
+        )
+        return ds.prefetch(2)
+
+    return fn
+
+
+EVAL_BATCH_SIZE = 1024
+
+
+def eval_input_fn(files, feature_spec):
+    """Returns the holdout input_fn, one pass in file order: histories come as a SparseTensor,
+    with `visited_idx` (SparseTensor) when the examples carry it."""
+
+    def fn():
+        ds = _dataset(files).batch(EVAL_BATCH_SIZE)
+        ds = ds.map(lambda s: tf.io.parse_example(s, feature_spec))
+        return ds.map(_split_label(feature_spec)).prefetch(2)
+
+    return fn
+
+
+def count_records(patterns: list[str]) -> int:
+    return sum(1 for _ in _dataset(patterns))
+
+
+def count_positions(patterns: list[str], feature_spec: dict, objective: str) -> int:
+    """Training targets per epoch: one per example, or every history slot (per_position)."""
+    if objective != options.PER_POSITION:
+        return count_records(patterns)
+    total = 0
+    for batch in _dataset(patterns).batch(4096):
+        parsed = tf.io.parse_example(batch, {F.HISTORY_IDX: feature_spec[F.HISTORY_IDX]})
+        lengths = tf.sparse.reduce_sum(
+            tf.sparse.map_values(tf.ones_like, parsed[F.HISTORY_IDX]), axis=1
+        )
+        total += int(tf.reduce_sum(tf.maximum(lengths, 1)))
+    return total
