@@ -5,8 +5,10 @@ Imports without TFX so that the pure logic beside each component stays testable 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import signal
 from collections.abc import Callable
 from typing import Any
 
@@ -69,6 +71,24 @@ def write_summary(report_uri: str, summary: dict[str, Any]) -> None:
 
 def read_summary(report_uri: str) -> dict[str, Any]:
     return read_json(os.path.join(report_uri, SUMMARY_FILE))
+
+
+def sha256_of(path: str) -> str:
+    digest = hashlib.sha256()
+    with tf.io.gfile.GFile(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# Tests kill a run at a named point to show that no moment leaves a broken published set.
+FAILPOINT_ENV = "OFFLINE_RECALL_FAILPOINT"
+
+
+def failpoint(name: str) -> None:
+    """Kills this process with SIGKILL when FAILPOINT_ENV names `name`; otherwise nothing."""
+    if os.environ.get(FAILPOINT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def summary_path(report_uri: str) -> str:

@@ -33,6 +33,7 @@ SPLIT_KEY = "split"
 OBJECTIVE_KEY = "objective"
 WRITE_REFIT_SPLIT_KEY = "write_refit_split"
 FAIL_ON_ANOMALIES_KEY = "fail_on_anomalies"
+RUN_ID_KEY = "run_id"
 RUN_CONFIG_KEY = "run_config"  # the whole run config, recorded in the manifest, never read
 
 # --- Files inside artifacts. ---
@@ -62,7 +63,8 @@ STAGING_PREFIX = ".staging-"
 MANIFEST_FILE = "manifest.json"
 LOGS_DIR = "logs"
 # run_summary.json's `status`.
-STATUS_PUBLISHED, STATUS_NOT_BLESSED, STATUS_FAILED = "published", "not_blessed", "failed"
+STATUS_PUBLISHED, STATUS_NOT_BLESSED = "published", "not_blessed"
+STATUS_FAILED, STATUS_INTERRUPTED = "failed", "interrupted"
 
 # --- Table columns and schemas. ---
 USER_ID_COLUMN = "user_id"

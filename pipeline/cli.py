@@ -10,6 +10,7 @@ import argparse
 import datetime
 import logging
 import os
+import signal
 import sys
 import time
 import traceback
@@ -66,7 +67,16 @@ class _ProgressHandler(logging.Handler):
         self._out = out
         self.timings: dict[str, float] = {}
         self.current: str | None = None
+        self._last_finished: str | None = None
         self._started = 0.0
+
+    def stage(self) -> str:
+        """The stage running now, or where between stages the run is."""
+        if self.current:
+            return self.current
+        return (
+            f"between stages (after {self._last_finished})" if self._last_finished else "start-up"
+        )
 
     def emit(self, record):
         if record.msg == "Component %s is running." and record.args:
@@ -80,6 +90,7 @@ class _ProgressHandler(logging.Handler):
             self._out.write(f"[{n:2d}/{len(self._stages)}] {name:<20s} done in {seconds:6.1f}s\n")
             self._out.flush()
             self.current = None
+            self._last_finished = name
 
 
 def _setup_logging(log_path: str, stages) -> _ProgressHandler:
@@ -115,13 +126,21 @@ def _our_error(exc: BaseException):
     return None
 
 
-def _write_failure(output_dir: str, stage: str | None, message: str, timings: dict) -> None:
+def _write_failure(
+    output_dir: str,
+    run_id: str,
+    stage: str | None,
+    message: str,
+    timings: dict,
+    status: str = C.STATUS_FAILED,
+) -> None:
     from offline_recall.components import common
 
     common.write_json(
         os.path.join(output_dir, C.RUN_SUMMARY_FILE),
         {
-            "status": C.STATUS_FAILED,
+            "status": status,
+            "run_id": run_id,
             "failed_stage": stage,
             "error": message,
             "finished_at": datetime.datetime.now(datetime.UTC).isoformat(),
@@ -171,6 +190,30 @@ def _print_summary(summary: dict, out) -> None:
         )
 
 
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived; a BaseException so no library's `except Exception` eats it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_interrupted(signum, frame) -> None:
+    del frame
+    raise Interrupted(signum)
+
+
+def _one_line(message: str) -> str:
+    """The first line of an error, without what Beam appends when it re-raises."""
+    first = message.strip().splitlines()[0] if message.strip() else message
+    return first.split(" [while running")[0]
+
+
+def _bad(message: str) -> int:
+    print(f"error: {_one_line(message)}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
 def cmd_run(args, beam_args: list[str]) -> int:
     from offline_recall.pipeline import config as config_lib
 
@@ -178,64 +221,140 @@ def cmd_run(args, beam_args: list[str]) -> int:
     try:
         config = config_lib.load(args.config)
     except config_lib.ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    os.makedirs(output_dir, exist_ok=True)
+        return _bad(str(e))
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        return _bad(f"--output {output_dir} is a file, not a folder")
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+    except OSError as e:
+        return _bad(f"--output {output_dir}: cannot create the folder: {e.strerror}")
+
+    from offline_recall.pipeline import housekeeping
+
+    run_id = _new_run_id()
+    lock = housekeeping.OutputLock(output_dir)
+    try:
+        lock.acquire(run_id)
+    except housekeeping.OutputBusyError as e:
+        return _bad(str(e))
+    except OSError as e:
+        return _bad(f"--output {output_dir}: cannot lock the folder: {e.strerror}")
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    for signum in previous:
+        signal.signal(signum, _raise_interrupted)
+    try:
+        with housekeeping.run_temp_dir(output_dir, run_id):
+            return _run_locked(args, beam_args, config, output_dir, run_id, lock)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        lock.release()
+
+
+def _new_run_id() -> str:
+    # The clock to the microsecond: ids sort by start time, and the output lock keeps two runs
+    # of one folder from starting together.
+    return datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+
+
+def _run_locked(args, beam_args, config, output_dir: str, run_id: str, lock) -> int:
+    from offline_recall.pipeline import housekeeping, local_runner
+
     started = time.time()
-    log_path = os.path.join(
-        output_dir, C.LOGS_DIR, f"run-{datetime.datetime.now():%Y%m%d-%H%M%S}.log"
-    )
+    log_path = os.path.join(output_dir, C.LOGS_DIR, f"run-{run_id}.log")
     from offline_recall.pipeline.pipeline import stages
 
     progress = _setup_logging(log_path, stages(config))
-    print(f"offline-recall run: output {output_dir} (log: {log_path})", flush=True)
-
-    if args.input:
-        input_base = os.path.abspath(args.input)
-    else:
-        from offline_recall.pipeline import synthetic
-
-        input_base = os.path.join(output_dir, "input", "synthetic_clicks.csv")
-        os.makedirs(os.path.dirname(input_base), exist_ok=True)
-        facts = synthetic.generate_clicks(input_base, config.synthetic)
-        print(f"no --input: generated a synthetic click log {input_base} ({facts})", flush=True)
-
-    from offline_recall.components.ingest import sources
-
+    log = logging.getLogger(__name__)
+    print(f"offline-recall run {run_id}: output {output_dir} (log: {log_path})", flush=True)
+    if lock.stale:
+        note = f"took over a stale lock of {housekeeping.OutputLock.describe(lock.stale)}"
+        print(note, flush=True)
+        log.warning(note)
+    paths = local_runner.paths(output_dir)
+    cancelled = 0
     try:
-        sources.preflight(input_base, config.ingest.max_spans)
-    except Exception as e:  # noqa: BLE001 - only our own errors are printed as one line
-        ours = _our_error(e)
-        if ours is None:
-            raise
-        print(f"error: {ours}", file=sys.stderr)
-        _write_failure(output_dir, "IngestExampleGen", str(ours), {})
-        return EXIT_BAD_INPUT
+        cancelled = housekeeping.cancel_stale_executions(paths["metadata"])
+        if cancelled:
+            note = f"marked {cancelled} execution(s) of an interrupted run CANCELED in ML Metadata"
+            print(note, flush=True)
+            log.warning(note)
 
-    from offline_recall.pipeline import local_runner
+        if args.input:
+            input_base = os.path.abspath(args.input)
+        else:
+            from offline_recall.pipeline import synthetic
 
-    try:
-        local_runner.run(input_base, output_dir, config, beam_args)
-    except Exception as e:  # noqa: BLE001 - reported as one line; the traceback goes to the log
-        logging.getLogger(__name__).error("run failed:\n%s", traceback.format_exc())
-        ours = _our_error(e)
-        stage = progress.current
-        message = str(ours) if ours else f"{type(e).__name__}: {e}"
-        _write_failure(output_dir, stage, message, progress.timings)
-        print(f"error: stage {stage} failed: {message}", file=sys.stderr)
-        print(f"(full traceback in {log_path}; the published set was not changed)", file=sys.stderr)
-        return EXIT_BAD_INPUT if ours else EXIT_FAILED
+            input_base = os.path.join(output_dir, "input", "synthetic_clicks.csv")
+            os.makedirs(os.path.dirname(input_base), exist_ok=True)
+            facts = synthetic.generate_clicks(input_base, config.synthetic)
+            print(f"no --input: generated a synthetic click log {input_base} ({facts})", flush=True)
+
+        from offline_recall.components.ingest import sources
+
+        try:
+            sources.preflight(input_base, config.ingest.max_spans)
+        except Exception as e:  # noqa: BLE001 - only our own errors are printed as one line
+            ours = _our_error(e)
+            if ours is None:
+                raise
+            _write_failure(output_dir, run_id, "IngestExampleGen", str(ours), {})
+            return _bad(str(ours))
+
+        try:
+            local_runner.run(input_base, output_dir, config, beam_args, run_id=run_id)
+        except Exception as e:  # noqa: BLE001 - reported as one line; the traceback goes to the log
+            log.error("run failed:\n%s", traceback.format_exc())
+            ours = _our_error(e)
+            stage = progress.current
+            message = _one_line(str(ours)) if ours else f"{type(e).__name__}: {e}"
+            _write_failure(output_dir, run_id, stage, message, progress.timings)
+            if ours:
+                return _bad(message)
+            print(f"error: stage {stage} failed: {message}", file=sys.stderr)
+            print(
+                f"(full traceback in {log_path}; the published set was not changed)",
+                file=sys.stderr,
+            )
+            return EXIT_FAILED
+    except Interrupted as e:
+        stage = progress.stage()
+        log.error("run %s interrupted by %s during %s", run_id, e, stage)
+        _write_failure(
+            output_dir,
+            run_id,
+            stage,
+            f"interrupted by {e}",
+            progress.timings,
+            status=C.STATUS_INTERRUPTED,
+        )
+        housekeeping.cancel_stale_executions(paths["metadata"])
+        print(
+            f"interrupted by {e} during {stage}; the published set was not changed",
+            file=sys.stderr,
+        )
+        return 128 + e.signum
 
     from offline_recall.components import common
 
     summary_path = os.path.join(output_dir, C.RUN_SUMMARY_FILE)
     summary = common.read_json(summary_path)
+    removed = housekeeping.prune_pipeline_root(
+        paths["pipeline_root"], paths["metadata"], config.publish.keep_runs
+    )
+    summary["housekeeping"] = {
+        "artifact_folders_removed": len(removed),
+        "keep_runs": config.publish.keep_runs,
+        "stale_executions_cancelled": cancelled,
+        "output_bytes": housekeeping.folder_size(output_dir),
+    }
     summary["timings_seconds"] = {**progress.timings, "total": round(time.time() - started, 1)}
     common.write_json(summary_path, summary)
     _print_summary(summary, sys.stdout)
     print(
-        f"done in {time.time() - started:.1f}s; summary {summary_path}, report "
-        f"{os.path.join(output_dir, C.REPORT_DIR, C.REPORT_PAGE)}"
+        f"done in {time.time() - started:.1f}s; output folder "
+        f"{summary['housekeeping']['output_bytes'] / 2**20:.1f} MiB; summary {summary_path}, "
+        f"report {os.path.join(output_dir, C.REPORT_DIR, C.REPORT_PAGE)}"
     )
     return EXIT_OK if summary["status"] == C.STATUS_PUBLISHED else EXIT_NOT_BLESSED
 

@@ -157,6 +157,14 @@ def _positive_int(section: Section, *names: str) -> None:
         _require(value >= 1, section.key(name), "must be an integer >= 1", value)
 
 
+Encoder = Literal[options.ENCODERS]  # type: ignore[valid-type]
+Loss = Literal[options.LOSS_CHOICES]  # type: ignore[valid-type]
+Sampler = Literal[options.SAMPLERS]  # type: ignore[valid-type]
+Objective = Literal[options.OBJECTIVES]  # type: ignore[valid-type]
+Auto = Literal[options.AUTO]  # type: ignore[valid-type]
+TimestampUnit = Literal["auto", "s", "ms", "us"]
+
+
 @dataclasses.dataclass(frozen=True)
 class IngestConfig(Section):
     SECTION: ClassVar[str] = "ingest"
@@ -170,6 +178,10 @@ class IngestConfig(Section):
     now: int | None = None
     # For a folder of daily YYYY-MM-DD/ spans: read only the newest N spans (null = all).
     max_spans: int | None = None
+    # The unit of epoch timestamps: "s", "ms", "us", or "auto" = from each value's magnitude
+    # (below 1e11 seconds, below 1e14 milliseconds, below 1e17 microseconds); the summary counts
+    # the units found. ISO 8601 strings are read as such whatever this says.
+    timestamp_unit: TimestampUnit = "auto"
 
     def check(self) -> None:
         _positive_int(self, "max_id_bytes")
@@ -228,13 +240,6 @@ class TransformConfig(Section):
 
     def check(self) -> None:
         _positive_int(self, "min_count", "num_oov_buckets")
-
-
-Encoder = Literal[options.ENCODERS]  # type: ignore[valid-type]
-Loss = Literal[options.LOSS_CHOICES]  # type: ignore[valid-type]
-Sampler = Literal[options.SAMPLERS]  # type: ignore[valid-type]
-Objective = Literal[options.OBJECTIVES]  # type: ignore[valid-type]
-Auto = Literal[options.AUTO]  # type: ignore[valid-type]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -426,6 +431,9 @@ class PublishConfig(Section):
     SECTION: ClassVar[str] = "publish"
     # Releases kept beside the one `published` points to.
     keep_releases: int = 2
+    # A local run keeps the TFX artifacts (tfx/pipeline_root) of this many latest runs; older
+    # ones are removed after the run and marked DELETED in ML Metadata.
+    keep_runs: int = 3
 
     def check(self) -> None:
         _require(
@@ -434,6 +442,7 @@ class PublishConfig(Section):
             "must be an integer >= 0",
             self.keep_releases,
         )
+        _positive_int(self, "keep_runs")
 
 
 @dataclasses.dataclass(frozen=True)

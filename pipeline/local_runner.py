@@ -25,7 +25,13 @@ def paths(output_dir: str) -> dict[str, str]:
     }
 
 
-def run(input_base: str, output_dir: str, config: Config, beam_args: list[str] | None = None):
+def run(
+    input_base: str,
+    output_dir: str,
+    config: Config,
+    beam_args: list[str] | None = None,
+    run_id: str = "",
+):
     """Builds and runs the pipeline locally; raises what the failing component raised."""
     p = paths(output_dir)
     os.makedirs(os.path.dirname(p["metadata"]), exist_ok=True)
@@ -38,5 +44,6 @@ def run(input_base: str, output_dir: str, config: Config, beam_args: list[str] |
             p["metadata"]
         ),
         beam_pipeline_args=DEFAULT_BEAM_ARGS + list(beam_args or []),
+        run_id=run_id,
     )
     tfx.orchestration.LocalDagRunner().run(pipeline)

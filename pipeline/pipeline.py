@@ -57,6 +57,7 @@ def create_pipeline(
     config: Config,
     metadata_connection_config=None,
     beam_pipeline_args: list[str] | None = None,
+    run_id: str = "",
 ) -> tfx.dsl.Pipeline:
     """Returns the offline-recall pipeline.
 
@@ -67,6 +68,8 @@ def create_pipeline(
         config: the run config; each component gets its own section.
         metadata_connection_config: ML Metadata connection (SQLite for local runs).
         beam_pipeline_args: Beam options (runner, workers...).
+        run_id: the name of the release a blessed run publishes; empty = one from the clock
+            when Publish runs.
     """
     refit = config.trainer.refit_on_holdout
     ingest = IngestExampleGen(input_base=input_base, config=config.ingest)
@@ -149,6 +152,7 @@ def create_pipeline(
         output_dir=output_dir,
         input_base=input_base,
         config=config,
+        run_id=run_id,
     )
     report = Report(
         output_dir=output_dir,

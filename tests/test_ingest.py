@@ -20,17 +20,79 @@ from offline_recall.trainer import features as F
 NOW = 1_800_000_000
 
 
-def test_parse_timestamp():
-    assert rows.parse_timestamp("1600000000") == 1600000000
-    assert rows.parse_timestamp("1600000000.9") == 1600000000
-    assert rows.parse_timestamp(1600000000) == 1600000000
-    assert rows.parse_timestamp("2020-09-13T12:26:40Z") == 1600000000
-    assert rows.parse_timestamp("2020-09-13T14:26:40+02:00") == 1600000000
-    assert rows.parse_timestamp("2020-09-13T12:26:40") == 1600000000  # naive = UTC
-    for bad in ("yesterday", "nan", "inf", "", None, True):
+T = 1_600_000_000  # 2020-09-13T12:26:40Z
+US = 1_000_000
+
+
+def test_parse_timestamp_epochs_and_iso_8601():
+    assert rows.parse_timestamp("1600000000") == (T * US, "s")
+    assert rows.parse_timestamp("1600000000.9") == (T * US + 900_000, "s")
+    assert rows.parse_timestamp(1600000000) == (T * US, "s")
+    assert rows.parse_timestamp(1600000000.25) == (T * US + 250_000, "s")
+    assert rows.parse_timestamp("2020-09-13T12:26:40Z") == (T * US, "iso8601")
+    assert rows.parse_timestamp("2020-09-13T14:26:40+02:00") == (T * US, "iso8601")
+    assert rows.parse_timestamp("2020-09-13T12:26:40") == (T * US, "iso8601")  # naive = UTC
+    # The basic form, and a bare 8-digit date: 20200101 is 2020-01-01, not 1970-08-23.
+    assert rows.parse_timestamp("20200913T122640Z") == (T * US, "iso8601")
+    assert rows.parse_timestamp("20200913T142640+0200") == (T * US, "iso8601")
+    assert rows.parse_timestamp("20200101") == (1_577_836_800 * US, "iso8601")
+    # ... unless the unit is given: then digits are digits.
+    assert rows.parse_timestamp("20200101", "s") == (20_200_101 * US, "s")
+    for bad in (
+        "yesterday",
+        "nan",
+        "inf",
+        "",
+        None,
+        True,
+        "1_600_000_000",
+        "1.6e9",
+        "\u0661\u0662",
+    ):
         with pytest.raises(rows.RowError) as e:
             rows.parse_timestamp(bad)
-        assert e.value.reason == "bad_timestamp"
+        assert e.value.reason == "bad_timestamp", bad
+
+
+def test_timestamp_units_auto_and_given():
+    assert rows.parse_timestamp("1600000000123") == (T * US + 123_000, "ms")
+    assert rows.parse_timestamp(1600000000123456) == (T * US + 123_456, "us")
+    assert rows.parse_timestamp("1600000000123", "ms") == (T * US + 123_000, "ms")
+    assert rows.parse_timestamp("1600000000", "us") == (1600 * US, "us")
+    with pytest.raises(rows.RowError, match="too large"):
+        rows.parse_timestamp(10**18)
+    # Read as seconds on purpose, a millisecond epoch lies in the future, and the row says why.
+    with pytest.raises(rows.RowError, match="timestamp_unit") as e:
+        rows.validate(
+            {
+                "values": {"user_id": "u", "item_id": "i", "timestamp": "1600000000123"},
+                "input_order": 0,
+            },
+            256,
+            NOW,
+            "s",
+        )
+    assert e.value.reason == "future_timestamp"
+
+
+def test_ids_are_strings_or_integers():
+    def check(value):
+        record = {"values": {"user_id": value, "item_id": "i", "timestamp": T}, "input_order": 0}
+        return rows.validate(record, 256, NOW)[F.USER_ID]
+
+    assert check("u1") == b"u1" and check(42) == b"42" and check(b"caf\xc3\xa9") == "café".encode()
+    for value, reason in (
+        (None, "missing_field"),
+        (float("nan"), "missing_field"),
+        (4.0, "bad_id_type"),
+        (["a", "b"], "bad_id_type"),
+        (True, "bad_id_type"),
+        ({"a": 1}, "bad_id_type"),
+        (b"\xff", "invalid_utf8"),
+    ):
+        with pytest.raises(rows.RowError) as e:
+            check(value)
+        assert e.value.reason == reason, value
 
 
 def test_id_length_counts_utf8_bytes():
@@ -125,6 +187,7 @@ def _run_ingest(files, max_id_bytes=256):
             "reasons",
             "duplicates",
             "blank",
+            "file_tallies",
         ):
             _ = (
                 out[name]
@@ -163,8 +226,14 @@ def test_every_bad_row_kind_is_counted_exactly(tmp_path, awkward_user, awkward_i
         reasons,
         _STORE["duplicates"][0],
         _STORE["blank"][0],
+        _STORE["file_tallies"],
     )
     assert summary["rows_read"] == 15
+    # In lines: the awkward row takes 3 (two quoted line breaks); with the header, 19 in all.
+    assert summary["lines_valid"] == 7 and summary["lines_quarantined"] == 10
+    assert summary["blank_lines"] == 1 and summary["lines_read"] == 18
+    assert summary["lines_read"] + 1 == len(open(files[0].path, "rb").read().splitlines())
+    assert summary["file_errors"] == [] and summary["timestamp_units"] == {"iso8601": 1, "s": 4}
     assert summary["rows_valid"] == 5 and summary["rows_quarantined"] == 10
     assert summary["rows_read"] == summary["rows_valid"] + summary["rows_quarantined"]
     assert summary["duplicates_dropped"] == 1 and summary["rows_written"] == 4
@@ -185,8 +254,8 @@ def test_every_bad_row_kind_is_counted_exactly(tmp_path, awkward_user, awkward_i
     items = {common.bytes_values(e, F.ITEM_ID)[0] for e in examples}
     assert awkward_user.encode() in users and awkward_item.encode() in items
     with pytest.raises(IngestError, match=r"10 of 15 rows \(66\.67%\) are bad"):
-        rows.check_bad_fraction(summary, 0.01, "q")
-    rows.check_bad_fraction(summary, 0.7, "q")
+        rows.check_counts(summary, 0.01, "q")
+    rows.check_counts(summary, 0.7, "q")
 
 
 def test_parquet_tfrecord_and_spans(tmp_path):

@@ -56,7 +56,8 @@ def test_repeated_items_are_visited_once():
 
 def _click(user, item, ts, order):
     return common.make_example(
-        {F.USER_ID: [user], F.ITEM_ID: [item]}, {F.TIMESTAMP: [ts], F.INPUT_ORDER: [order]}
+        {F.USER_ID: [user], F.ITEM_ID: [item]},
+        {F.TIMESTAMP: [ts], F.TIMESTAMP_MICROS: [ts * 1_000_000], F.INPUT_ORDER: [order]},
     ).SerializeToString()
 
 

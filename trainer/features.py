@@ -18,7 +18,10 @@ import base64
 # --- Ingest: one tf.Example per click (the `Examples` artifact ingest emits). ---
 USER_ID = "user_id"
 ITEM_ID = "item_id"
-TIMESTAMP = "timestamp"  # int64 epoch seconds, UTC.
+TIMESTAMP = "timestamp"  # int64 epoch seconds, UTC (floored).
+# int64 epoch microseconds, UTC: the exact instant, which orders a user's events and tells two
+# clicks apart (two clicks 0.8 s apart are not duplicates).
+TIMESTAMP_MICROS = "timestamp_micros"
 INPUT_ORDER = "input_order"  # int64, position of the row in the input (file rank, row).
 EXTRAS = "extras"  # bytes: JSON object of optional extra columns, carried but not required.
 REQUIRED_COLUMNS = (USER_ID, ITEM_ID, TIMESTAMP)

@@ -46,7 +46,8 @@ def ingest_clicks(
         The summary: rows read, valid, quarantined (by reason), duplicates, per file.
 
     Raises:
-        IngestError: more than `max_bad_fraction` of the rows are bad, or none is valid.
+        IngestError: a file broke off mid-way (the line names it and where), more than
+            `max_bad_fraction` of the rows are bad, or none is valid.
     """
     with make_pipeline() as pipeline:
         result = (
@@ -54,7 +55,9 @@ def ingest_clicks(
             | "ListInputFiles" >> beam.Create(files)
             | "Reshuffle" >> beam.Reshuffle()
             | "IngestClicks"
-            >> rows.IngestClicks(config.max_id_bytes, latest_allowed_timestamp(config))
+            >> rows.IngestClicks(
+                config.max_id_bytes, latest_allowed_timestamp(config), config.timestamp_unit
+            )
         )
         _ = result["examples"] | "WriteExamples" >> beam.io.WriteToTFRecord(
             os.path.join(examples_dir, "data_tfrecord"), file_name_suffix=".gz"
@@ -75,7 +78,8 @@ def ingest_clicks(
             reasons=beam.pvalue.AsDict(result["reasons"]),
             duplicates=beam.pvalue.AsSingleton(result["duplicates"]),
             blank=beam.pvalue.AsSingleton(result["blank"]),
+            file_tallies=beam.pvalue.AsList(result["file_tallies"]),
         )
     summary = common.read_json(summary_path)
-    rows.check_bad_fraction(summary, config.max_bad_fraction, quarantine_dir)
+    rows.check_counts(summary, config.max_bad_fraction, quarantine_dir)
     return summary

@@ -1,16 +1,19 @@
 """Row validation, quarantine, dedup and counting for ingest (pure functions and Beam).
 
 Every raw record ends in exactly one place: a valid click, the quarantine (with file, row, field
-and reason), or the blank-line count. `rows_read == rows_valid + rows_quarantined` by construction.
+and reason), or the blank-line count. `rows_read == rows_valid + rows_quarantined` by construction,
+and in physical lines `lines_read == lines_valid + lines_quarantined + blank_lines`.
 """
 
 from __future__ import annotations
 
 import collections
 import datetime
+import decimal
 import hashlib
 import json
 import math
+import re
 from typing import Any
 
 import apache_beam as beam
@@ -20,15 +23,19 @@ from offline_recall.components.errors import IngestError
 from offline_recall.components.ingest import sources
 from offline_recall.trainer import features as F
 
-VALID, QUARANTINED, BLANK = "valid", "quarantined", "blank"
+VALID, QUARANTINED, BLANK, FILE_TALLY = "valid", "quarantined", "blank", "file_tally"
+# Not a feature: how a valid click's timestamp was read, counted in the summary.
+TIMESTAMP_UNIT = "timestamp_unit"
 # The order checks run in; a row is quarantined for the first rule it breaks.
 REASONS = (
     "csv_parse_error",
+    "unbalanced_quote",
     "wrong_column_count",
     "unparseable_row",
     "missing_field",
     "empty_field",
     "invalid_utf8",
+    "bad_id_type",
     "id_too_long",
     "bad_timestamp",
     "negative_timestamp",
@@ -46,41 +53,105 @@ def _has_surrogates(text: str) -> bool:
     return any("\udc80" <= ch <= "\udcff" for ch in text)
 
 
-def parse_timestamp(value: Any) -> int:
-    """Returns epoch seconds (floored) from epoch seconds or ISO-8601; RowError otherwise."""
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+_MICROSECOND = datetime.timedelta(microseconds=1)
+# Strict decimal numbers: ASCII digits, an optional sign and fraction; no `1_000`, no exponent,
+# no other scripts' digits (which Python's int() and float() accept).
+_DECIMAL = re.compile(r"[+-]?[0-9]+(\.[0-9]+)?", re.ASCII)
+# ISO 8601 as Python reads it: basic (20200101T101010Z) and extended (2020-01-01T10:10:10Z).
+_ISO_START = re.compile(r"[0-9]{4}-?[0-9]{2}-?[0-9]{2}", re.ASCII)
+# `auto`: the unit of an epoch number from its magnitude. Seconds reach 1e11 in the year 5138;
+# milliseconds and microseconds of any date since 1973 are at least 1e11 and 1e14.
+UNIT_FACTORS = {"s": 1_000_000, "ms": 1_000, "us": 1}
+_AUTO_LIMITS = (("s", 10**11), ("ms", 10**14), ("us", 10**17))
+ISO = "iso8601"
+
+
+def _micros_of_datetime(dt: datetime.datetime) -> int:
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=datetime.UTC)  # a naive time is UTC
+    return (dt - _EPOCH) // _MICROSECOND
+
+
+def _epoch_unit(number: decimal.Decimal, unit: str) -> str:
+    if unit != "auto":
+        return unit
+    for name, limit in _AUTO_LIMITS:
+        if abs(number) < limit:
+            return name
+    raise RowError(
+        "bad_timestamp",
+        F.TIMESTAMP,
+        f"{number} is too large for epoch seconds, milliseconds or microseconds",
+    )
+
+
+def parse_timestamp(value: Any, unit: str = "auto") -> tuple[int, str]:
+    """Returns (microseconds since the epoch, the unit it was read in); RowError otherwise.
+
+    Args:
+        value: epoch time as an int, a float or a strict decimal string; an ISO 8601 string in
+            the basic or extended form (a time without offset is UTC; with `auto`, a bare
+            8-digit string is a basic-form date, 20200101); or a datetime.
+        unit: the epoch unit, "s", "ms" or "us"; "auto" reads it from the magnitude.
+
+    Returns:
+        (micros, unit): unit is "s", "ms", "us" or "iso8601".
+    """
     if isinstance(value, datetime.datetime):
-        dt = value if value.tzinfo else value.replace(tzinfo=datetime.UTC)
-        return math.floor(dt.timestamp())
+        return _micros_of_datetime(value), ISO
     if isinstance(value, bool) or value is None:
         raise RowError("bad_timestamp", F.TIMESTAMP, f"not a timestamp: {value!r}")
-    if isinstance(value, (int, float)):
-        number = float(value)
-    else:
-        text = str(value).strip()
-        try:
-            number = float(text)
-        except ValueError:
+    if isinstance(value, int):
+        number = decimal.Decimal(value)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise RowError("bad_timestamp", F.TIMESTAMP, f"not a finite number: {value!r}")
+        number = decimal.Decimal(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        date_like = unit == "auto" and len(text) == 8 and text.isascii() and text.isdigit()
+        if _DECIMAL.fullmatch(text) and not date_like:
+            number = decimal.Decimal(text)
+        elif _ISO_START.match(text):
             iso = text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text
             try:
-                dt = datetime.datetime.fromisoformat(iso)
+                return _micros_of_datetime(datetime.datetime.fromisoformat(iso)), ISO
             except ValueError:
                 raise RowError(
-                    "bad_timestamp", F.TIMESTAMP, f"neither epoch seconds nor ISO-8601: {text!r}"
+                    "bad_timestamp", F.TIMESTAMP, f"not a valid ISO 8601 time: {text!r}"
                 ) from None
-            return parse_timestamp(dt)
-    if not math.isfinite(number):
-        raise RowError("bad_timestamp", F.TIMESTAMP, f"not a finite number: {value!r}")
-    return math.floor(number)
+        else:
+            raise RowError(
+                "bad_timestamp",
+                F.TIMESTAMP,
+                f"neither epoch digits nor ISO 8601: {text!r}",
+            )
+    else:
+        raise RowError("bad_timestamp", F.TIMESTAMP, f"a {type(value).__name__} is not a timestamp")
+    used = _epoch_unit(number, unit)
+    micros = math.floor(number * UNIT_FACTORS[used])
+    return micros, used
+
+
+def seconds_of(micros: int) -> int:
+    """Epoch seconds, floored, of epoch microseconds."""
+    return micros // 1_000_000
 
 
 def _id_bytes(values: dict, field: str, max_id_bytes: int) -> bytes:
+    """The id's UTF-8 bytes: ids are strings (bytes holding UTF-8) or integers, in decimal."""
     value = values.get(field)
-    if value is None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         raise RowError("missing_field", field, f"{field} is missing")
     if isinstance(value, bytes):
         value = value.decode("utf-8", errors="surrogateescape")
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise RowError(
+            "bad_id_type",
+            field,
+            f"{field} is a {type(value).__name__} ({value!r}); ids are strings or integers",
+        )
     text = value if isinstance(value, str) else str(value)
     if not text.strip():
         raise RowError("empty_field", field, f"{field} is empty")
@@ -105,8 +176,20 @@ def _extras(values: dict) -> bytes:
     return json.dumps(extras, sort_keys=True, ensure_ascii=False).encode("utf-8")
 
 
-def validate(record: dict, max_id_bytes: int, latest_allowed: int) -> dict:
-    """Returns the clean click of a raw record; raises RowError naming the broken rule."""
+def validate(
+    record: dict, max_id_bytes: int, latest_allowed: int, timestamp_unit: str = "auto"
+) -> dict:
+    """Returns the clean click of a raw record; raises RowError naming the broken rule.
+
+    Args:
+        record: a raw record from `sources.read_file`.
+        max_id_bytes: the longest id allowed, in UTF-8 bytes.
+        latest_allowed: the newest epoch second a click may have.
+        timestamp_unit: "auto", "s", "ms" or "us" (see `parse_timestamp`).
+
+    Returns:
+        The click's features, plus `timestamp_unit`: how its timestamp was read.
+    """
     if "error" in record:
         error = record["error"]
         raise RowError(error["reason"], error["field"], error["detail"])
@@ -121,19 +204,29 @@ def validate(record: dict, max_id_bytes: int, latest_allowed: int) -> dict:
             raise RowError("empty_field", F.TIMESTAMP, "timestamp is empty")
         if _has_surrogates(raw_ts):
             raise RowError("invalid_utf8", F.TIMESTAMP, "timestamp is not valid UTF-8")
-    timestamp = parse_timestamp(raw_ts)
-    if timestamp < 0:
-        raise RowError("negative_timestamp", F.TIMESTAMP, f"negative timestamp {timestamp}")
+    micros, unit = parse_timestamp(raw_ts, timestamp_unit)
+    timestamp = seconds_of(micros)
+    if micros < 0:
+        raise RowError("negative_timestamp", F.TIMESTAMP, f"negative timestamp {raw_ts!r}")
     if timestamp > latest_allowed:
-        raise RowError("future_timestamp", F.TIMESTAMP, f"timestamp {timestamp} is in the future")
-    if not -(2**63) <= timestamp < 2**63:
-        raise RowError("bad_timestamp", F.TIMESTAMP, f"timestamp {timestamp} out of range")
+        hint = ""
+        if unit == "s" and timestamp_unit == "s":
+            hint = " (read as seconds: set ingest.timestamp_unit to ms or us, or auto)"
+        raise RowError(
+            "future_timestamp",
+            F.TIMESTAMP,
+            f"timestamp {raw_ts!r} ({unit}) is after {latest_allowed}, the newest allowed{hint}",
+        )
+    if micros >= 2**63:
+        raise RowError("bad_timestamp", F.TIMESTAMP, f"timestamp {raw_ts!r} out of range")
     return {
         F.USER_ID: user,
         F.ITEM_ID: item,
         F.TIMESTAMP: timestamp,
+        F.TIMESTAMP_MICROS: micros,
         F.INPUT_ORDER: record["input_order"],
         F.EXTRAS: _extras(values),
+        TIMESTAMP_UNIT: unit,
     }
 
 
@@ -165,45 +258,83 @@ def quarantine_record(record: dict, reason: str, field: str | None, detail: str)
 
 
 class ReadAndValidateFn(beam.DoFn):
-    """Reads one input file and tags each record valid, quarantined or blank, with counters."""
+    """Reads one input file and tags each record valid, quarantined or blank, with counters.
 
-    def __init__(self, max_id_bytes: int, latest_allowed: int):
+    Besides the records it yields one FILE_TALLY per file: its physical lines by fate (valid,
+    quarantined, blank, header), the units its timestamps were read in, and the error that broke
+    the file off, if one did.
+    """
+
+    def __init__(self, max_id_bytes: int, latest_allowed: int, timestamp_unit: str):
         self._max_id_bytes = max_id_bytes
         self._latest_allowed = latest_allowed
+        self._timestamp_unit = timestamp_unit
         self._read = beam.metrics.Metrics.counter("ingest", "rows_read")
         self._by_reason = {r: beam.metrics.Metrics.counter("ingest", r) for r in REASONS}
 
+    def _validate(self, record: dict) -> dict:
+        return validate(record, self._max_id_bytes, self._latest_allowed, self._timestamp_unit)
+
+    def _row_ok(self, values: dict) -> bool:
+        try:
+            self._validate({"values": values, "input_order": 0})
+        except (RowError, ValueError, TypeError, OverflowError, UnicodeError):
+            return False
+        return True
+
     def process(self, input_file: sources.InputFile):
-        for record in sources.read_file(input_file):
+        tally = {
+            "path": input_file.path,
+            "lines_valid": 0,
+            "lines_quarantined": 0,
+            "blank_lines": 0,
+            "timestamp_units": collections.Counter(),
+            "error": None,
+        }
+        for record in sources.read_file(input_file, self._row_ok):
+            if "file_error" in record:
+                tally["error"] = record["file_error"]
+                break
             if record.get("blank"):
+                tally["blank_lines"] += record["lines"]
                 yield beam.pvalue.TaggedOutput(BLANK, input_file.path)
                 continue
             self._read.inc()
             try:
-                click = validate(record, self._max_id_bytes, self._latest_allowed)
+                click = self._validate(record)
             except RowError as e:
                 self._by_reason.get(e.reason, self._by_reason["unparseable_row"]).inc()
+                tally["lines_quarantined"] += record["lines"]
                 yield beam.pvalue.TaggedOutput(
                     QUARANTINED, quarantine_record(record, e.reason, e.field, e.detail)
                 )
                 continue
             except (ValueError, TypeError, OverflowError, UnicodeError) as e:
                 # A row no rule foresaw: quarantined with what broke, never lost.
+                tally["lines_quarantined"] += record["lines"]
                 yield beam.pvalue.TaggedOutput(
                     QUARANTINED,
                     quarantine_record(record, "unparseable_row", None, f"{type(e).__name__}: {e}"),
                 )
                 continue
+            tally["lines_valid"] += record["lines"]
+            tally["timestamp_units"][click.pop(TIMESTAMP_UNIT)] += 1
             yield beam.pvalue.TaggedOutput(VALID, (input_file.path, click))
+        tally["timestamp_units"] = dict(tally["timestamp_units"])
+        yield beam.pvalue.TaggedOutput(FILE_TALLY, tally)
 
 
 def content_key(path_click: tuple[str, dict]) -> tuple[bytes, tuple[str, dict]]:
-    """Keys a click by its content (user, item, instant, extras) to find exact duplicates."""
+    """Keys a click by its content (user, item, exact instant, extras) to find duplicates.
+
+    The instant is the timestamp as given, to the microsecond: two clicks 0.8 s apart differ,
+    while `2020-09-13T12:26:41Z` and `1600000001` are the same instant.
+    """
     click = path_click[1]
     digest = hashlib.sha256()
     for name in (F.USER_ID, F.ITEM_ID, F.EXTRAS):
         digest.update(len(click[name]).to_bytes(8, "big") + click[name])
-    digest.update(str(click[F.TIMESTAMP]).encode())
+    digest.update(str(click[F.TIMESTAMP_MICROS]).encode())
     return digest.digest(), path_click
 
 
@@ -227,7 +358,11 @@ def _input_order_of(path_click):
 def to_example(click: dict) -> bytes:
     return common.make_example(
         {F.USER_ID: [click[F.USER_ID]], F.ITEM_ID: [click[F.ITEM_ID]], F.EXTRAS: [click[F.EXTRAS]]},
-        {F.TIMESTAMP: [click[F.TIMESTAMP]], F.INPUT_ORDER: [click[F.INPUT_ORDER]]},
+        {
+            F.TIMESTAMP: [click[F.TIMESTAMP]],
+            F.TIMESTAMP_MICROS: [click[F.TIMESTAMP_MICROS]],
+            F.INPUT_ORDER: [click[F.INPUT_ORDER]],
+        },
     ).SerializeToString()
 
 
@@ -244,11 +379,14 @@ def _reason_of(record):
 
 
 @beam.ptransform_fn
-def IngestClicks(files_pcoll, max_id_bytes: int, latest_allowed: int):  # noqa: N802
-    """Input files -> {examples, quarantine, valid_per_file, duplicates, reasons, blank}."""
+def IngestClicks(  # noqa: N802
+    files_pcoll, max_id_bytes: int, latest_allowed: int, timestamp_unit: str = "auto"
+):
+    """Input files -> {examples, quarantine, valid_per_file, quarantined_per_file, duplicates,
+    reasons, blank, file_tallies}."""
     tagged = files_pcoll | "ReadAndValidate" >> beam.ParDo(
-        ReadAndValidateFn(max_id_bytes, latest_allowed)
-    ).with_outputs(VALID, QUARANTINED, BLANK)
+        ReadAndValidateFn(max_id_bytes, latest_allowed, timestamp_unit)
+    ).with_outputs(VALID, QUARANTINED, BLANK, FILE_TALLY)
     deduped = (
         tagged[VALID]
         | "KeyByContent" >> beam.Map(content_key)
@@ -272,6 +410,7 @@ def IngestClicks(files_pcoll, max_id_bytes: int, latest_allowed: int):  # noqa: 
         | "Reason" >> beam.Map(_reason_of)
         | "CountPerReason" >> beam.combiners.Count.PerElement(),
         "blank": tagged[BLANK] | "CountBlank" >> beam.combiners.Count.Globally(),
+        "file_tallies": tagged[FILE_TALLY],
     }
 
 
@@ -290,10 +429,24 @@ def summarize(
     reasons: dict,
     duplicates: int,
     blank: int,
+    file_tallies: list[dict],
 ) -> dict:
-    """Builds the ingest counts; rows_read is the sum of valid and quarantined rows."""
+    """Builds the ingest counts, in records and in physical lines.
+
+    Records: rows_read = rows_valid + rows_quarantined. Lines: lines_read = lines of valid rows +
+    lines of quarantined rows + blank lines (a CSV row with quoted line breaks takes several);
+    with each file's header lines, they are every line of the input.
+    """
     rows_valid = sum(valid_per_file.values())
     rows_quarantined = sum(quarantined_per_file.values())
+    tallies = {t["path"]: t for t in file_tallies}
+    units: collections.Counter = collections.Counter()
+    for tally in file_tallies:
+        units.update(tally["timestamp_units"])
+    lines = {
+        key: sum(t[key] for t in file_tallies)
+        for key in ("lines_valid", "lines_quarantined", "blank_lines")
+    }
     return {
         "rows_read": rows_valid + rows_quarantined,
         "rows_valid": rows_valid,
@@ -301,6 +454,9 @@ def summarize(
         "duplicates_dropped": duplicates,
         "rows_written": rows_valid - duplicates,
         "blank_lines_skipped": blank,
+        "lines_read": sum(lines.values()),
+        **lines,
+        "timestamp_units": dict(sorted(units.items())),
         "reasons": dict(sorted(collections.Counter(reasons).items())),
         "files": [
             {
@@ -308,15 +464,23 @@ def summarize(
                 "format": f.format,
                 "span": f.span,
                 "rows_read": valid_per_file.get(f.path, 0) + quarantined_per_file.get(f.path, 0),
+                "lines_read": sum(
+                    tallies[f.path][k] for k in ("lines_valid", "lines_quarantined", "blank_lines")
+                )
+                if f.path in tallies
+                else 0,
             }
             for f in files
         ],
+        "file_errors": [t["error"] for t in file_tallies if t["error"]],
         "spans": sorted({f.span for f in files}),
     }
 
 
-def check_bad_fraction(summary: dict, max_bad_fraction: float, quarantine_path: str) -> None:
-    """Raises IngestError when too many rows are bad, or none is left."""
+def check_counts(summary: dict, max_bad_fraction: float, quarantine_path: str) -> None:
+    """Raises IngestError when a file broke off, too many rows are bad, or none is left."""
+    if summary["file_errors"]:
+        raise IngestError(summary["file_errors"][0])
     read, bad = summary["rows_read"], summary["rows_quarantined"]
     if read and bad / read > max_bad_fraction:
         reasons = ", ".join(f"{k}={v}" for k, v in summary["reasons"].items())

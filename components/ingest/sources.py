@@ -8,15 +8,18 @@ split into columns. Validation happens later, in `rows.py`.
 
 from __future__ import annotations
 
+import collections
 import csv
 import datetime
 import gzip
 import io
 import os
 import re
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import tensorflow as tf
 
@@ -113,7 +116,26 @@ def _csv_header(path: str, reader) -> list[str]:
     return [h.strip() for h in header]
 
 
-def _check_columns(path: str, columns: list[str]) -> None:
+def _printable_name(name: str) -> str:
+    return name.encode("utf-8", errors="surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def check_header(path: str, columns: list[str]) -> None:
+    """Raises IngestError naming the file and column of a header no row can be read under.
+
+    Every column name must be text (UTF-8, no NUL), appear once, and the required columns must
+    all be there.
+    """
+    for position, name in enumerate(columns, start=1):
+        if "\x00" in name or any("\udc80" <= ch <= "\udcff" for ch in name):
+            raise IngestError(
+                f"{path}: header column {position} ({_printable_name(name)!r}) is not UTF-8 text"
+            )
+    seen = set()
+    for name in columns:
+        if name in seen:
+            raise IngestError(f"{path}: column '{name}' appears twice in the header")
+        seen.add(name)
     missing = [c for c in F.REQUIRED_COLUMNS if c not in columns]
     if missing:
         raise IngestError(
@@ -130,16 +152,16 @@ def preflight_file(f: InputFile) -> bool:
                     header = _csv_header(f.path, csv.reader(text))
                 except UnicodeDecodeError as e:
                     raise IngestError(f"{f.path}: not a text CSV file: {e}") from e
-                if any("\x00" in h or "\udc80" <= h[:1] <= "\udcff" for h in header if h):
+                if any("\x00" in h or "\udc80" <= h[:1] <= "\udcff" for h in header if h[:1]):
                     raise IngestError(f"{f.path}: not a text CSV file (binary header)")
-                _check_columns(f.path, header)
+                check_header(f.path, header)
                 return any(line.strip() for line in text)
         if f.format == PARQUET:
             try:
                 parquet = pq.ParquetFile(f.path)
             except Exception as e:  # noqa: BLE001 - pyarrow raises several types for bad files
                 raise IngestError(f"{f.path}: not a Parquet file: {e}") from e
-            _check_columns(f.path, parquet.schema_arrow.names)
+            check_header(f.path, parquet.schema_arrow.names)
             return parquet.metadata.num_rows > 0
         first = next(iter(_tfrecords(f.path)), None)
         if first is None:
@@ -148,7 +170,7 @@ def preflight_file(f: InputFile) -> bool:
             example = tf.train.Example.FromString(first)
         except Exception as e:  # noqa: BLE001 - protobuf's DecodeError
             raise IngestError(f"{f.path}: record 1 is not a tf.Example: {e}") from e
-        _check_columns(f.path, list(example.features.feature.keys()))
+        check_header(f.path, list(example.features.feature.keys()))
         return True
     except PermissionError as e:
         raise IngestError(f"{f.path}: cannot read file: {e.strerror}") from e
@@ -189,33 +211,108 @@ def _record(f: InputFile, row_number: int, **payload) -> dict:
     }
 
 
-def read_csv(f: InputFile) -> Iterator[dict]:
-    """Yields raw records of an RFC 4180 CSV; quoted fields may hold commas, quotes, newlines."""
+class _PhysicalLines:
+    """The file's physical lines, each with its line break, with a push-back for re-reading.
+
+    csv.reader pulls lines from it one at a time (more only inside a quoted field), so the lines
+    a record took are known, and a record that went wrong can give back all but its first.
+    """
+
+    def __init__(self, text: io.TextIOWrapper):
+        self._text = text
+        self._pending: collections.deque[str] = collections.deque()
+        self.taken: list[str] = []
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        line = self._pending.popleft() if self._pending else self._text.readline()
+        if not line:
+            raise StopIteration
+        self.taken.append(line)
+        return line
+
+    def start_record(self) -> None:
+        self.taken = []
+
+    def give_back(self, lines: list[str]) -> None:
+        self._pending.extendleft(reversed(lines))
+
+
+def _unbalanced(f: InputFile, line_number: int, lines: list[str], detail: str) -> dict:
+    return _record(
+        f,
+        line_number,
+        lines=1,
+        error={"reason": "unbalanced_quote", "field": None, "detail": detail},
+        raw=lines[0].rstrip("\r\n"),
+    )
+
+
+def read_csv(f: InputFile, row_ok: Callable[[dict], bool] | None = None) -> Iterator[dict]:
+    """Yields raw records of an RFC 4180 CSV; quoted fields may hold commas, quotes, newlines.
+
+    Every record carries `lines`, the physical lines it took, so lines reconcile: the header's,
+    plus every record's (blank lines included), make the file. A quote that opens a field and is
+    never closed on its line (a stray quote) would swallow the rows after it: when a record runs
+    over a line break and is not a valid row (`row_ok` says, or the column count), only the line
+    it started on is quarantined (`unbalanced_quote`) and reading resumes on the next line.
+
+    Args:
+        f: the file.
+        row_ok: whether {column: value} is a valid row; None checks the column count only.
+    """
     with _csv_text(f.path) as text:
-        # One reader for header and rows, so line_num counts physical lines from the top.
-        reader = csv.reader(text)
+        lines = _PhysicalLines(text)
+        reader = csv.reader(lines)
         header = _csv_header(f.path, reader)
+        check_header(f.path, header)
+        line_number = len(lines.taken) + 1  # the line the next record starts on
         while True:
-            start_line = reader.line_num + 1
+            lines.start_record()
             try:
                 row = next(reader)
             except StopIteration:
                 return
             except csv.Error as e:
+                taken = lines.taken
+                if len(taken) > 1:
+                    # A quoted field ran on to the end of the file or the field size limit.
+                    lines.give_back(taken[1:])
+                    yield _unbalanced(f, line_number, taken, f"{e}; the quote opens on this line")
+                    line_number += 1
+                    continue
                 yield _record(
                     f,
-                    start_line,
+                    line_number,
+                    lines=1,
                     error={"reason": "csv_parse_error", "field": None, "detail": str(e)},
-                    raw=None,
+                    raw=taken[0].rstrip("\r\n") if taken else None,
                 )
+                line_number += max(1, len(taken))
                 continue
+            taken = lines.taken
+            values = dict(zip(header, row, strict=True)) if len(row) == len(header) else None
+            if len(taken) > 1 and (values is None or (row_ok is not None and not row_ok(values))):
+                lines.give_back(taken[1:])
+                yield _unbalanced(
+                    f,
+                    line_number,
+                    taken,
+                    f"a quoted field runs over {len(taken) - 1} line break(s) into a record that "
+                    "is not a valid row",
+                )
+                line_number += 1
+                continue
+            record_line, line_number = line_number, line_number + len(taken)
             if not row:
-                yield _record(f, start_line, blank=True)
-                continue
-            if len(row) != len(header):
+                yield _record(f, record_line, lines=len(taken), blank=True)
+            elif values is None:
                 yield _record(
                     f,
-                    start_line,
+                    record_line,
+                    lines=len(taken),
                     error={
                         "reason": "wrong_column_count",
                         "field": None,
@@ -223,16 +320,17 @@ def read_csv(f: InputFile) -> Iterator[dict]:
                     },
                     raw=row,
                 )
-                continue
-            yield _record(f, start_line, values=dict(zip(header, row, strict=True)))
+            else:
+                yield _record(f, record_line, lines=len(taken), values=values)
 
 
-def read_parquet(f: InputFile) -> Iterator[dict]:
+def read_parquet(f: InputFile, row_ok=None) -> Iterator[dict]:
+    del row_ok  # one row is one record: nothing to recover
     row_number = 0
     for batch in pq.ParquetFile(f.path).iter_batches(batch_size=65536):
         for values in batch.to_pylist():
             row_number += 1
-            yield _record(f, row_number, values=values)
+            yield _record(f, row_number, lines=1, values=values)
 
 
 def _feature_value(feature):
@@ -244,7 +342,8 @@ def _feature_value(feature):
     return value.decode("utf-8", errors="surrogateescape") if isinstance(value, bytes) else value
 
 
-def read_tfrecord(f: InputFile) -> Iterator[dict]:
+def read_tfrecord(f: InputFile, row_ok=None) -> Iterator[dict]:
+    del row_ok  # one record is one row: nothing to recover
     for row_number, record in enumerate(_tfrecords(f.path), start=1):
         try:
             example = tf.train.Example.FromString(record)
@@ -252,6 +351,7 @@ def read_tfrecord(f: InputFile) -> Iterator[dict]:
             yield _record(
                 f,
                 row_number,
+                lines=1,
                 error={
                     "reason": "unparseable_row",
                     "field": None,
@@ -261,12 +361,41 @@ def read_tfrecord(f: InputFile) -> Iterator[dict]:
             )
             continue
         values = {k: _feature_value(v) for k, v in example.features.feature.items()}
-        yield _record(f, row_number, values=values)
+        yield _record(f, row_number, lines=1, values=values)
 
 
 READERS = {CSV: read_csv, PARQUET: read_parquet, TFRECORD: read_tfrecord}
+# What a file that breaks off mid-way raises, by library: a truncated or corrupt gzip stream,
+# a torn Parquet page, a corrupt TFRecord.
+_BROKEN_FILE = (
+    OSError,
+    EOFError,
+    zlib.error,
+    gzip.BadGzipFile,
+    UnicodeDecodeError,
+    tf.errors.OpError,
+    pa.ArrowException,
+    IngestError,
+)
 
 
-def read_file(f: InputFile) -> Iterator[dict]:
-    """Yields every raw record of one input file."""
-    return READERS[f.format](f)
+def read_file(f: InputFile, row_ok: Callable[[dict], bool] | None = None) -> Iterator[dict]:
+    """Yields every raw record of one input file.
+
+    A file that cannot be read to its end yields, after the records read before the break, one
+    `{"source_file", "file_error"}` record naming where it broke, instead of raising: the caller
+    fails the run with that line, and nothing of the run is published.
+    """
+    unit = "line" if f.format == CSV else "record"
+    last = 0
+    try:
+        for record in READERS[f.format](f, row_ok):
+            last = record["row_number"] + record["lines"] - 1
+            yield record
+    except _BROKEN_FILE as e:
+        detail = e.message if isinstance(e, tf.errors.OpError) else str(e)
+        where = f"after {unit} {last}" if last else "before its first row"
+        message = (
+            str(e) if isinstance(e, IngestError) else f"{f.path}: unreadable {where}: {detail}"
+        )
+        yield {"source_file": f.path, "file_error": " ".join(message.split())}

@@ -16,6 +16,8 @@ class PublishSpec(component_spec.ComponentSpec):
         C.INPUT_BASE_KEY: component_spec.ExecutionParameter(type=str),
         C.CONFIG_KEY: component_spec.ExecutionParameter(type=str),
         C.RUN_CONFIG_KEY: component_spec.ExecutionParameter(type=str),
+        # The release's name: the run id the caller printed; empty = one from the clock.
+        C.RUN_ID_KEY: component_spec.ExecutionParameter(type=str, optional=True),
     }
     INPUTS = {
         C.RECALLS_KEY: component_spec.ChannelParameter(type=artifacts.Recalls),
@@ -33,7 +35,16 @@ class Publish(base_component.BaseComponent):
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
     def __init__(
-        self, *, recalls, model, blessing, metrics, output_dir: str, input_base: str, config: Config
+        self,
+        *,
+        recalls,
+        model,
+        blessing,
+        metrics,
+        output_dir: str,
+        input_base: str,
+        config: Config,
+        run_id: str = "",
     ):
         """`config` is the whole run's: Publish reads its `publish` section and records the
         rest in the release's manifest."""
@@ -47,6 +58,7 @@ class Publish(base_component.BaseComponent):
                 input_base=input_base,
                 custom_config=config.publish.to_json(),
                 run_config=config.to_json(),
+                run_id=run_id,
                 release=channel_utils.as_channel([artifacts.StageReport()]),
             )
         )

@@ -20,6 +20,7 @@ class Executor(base_executor.BaseExecutor):
         metrics_uri = artifact_utils.get_single_uri(input_dict[C.METRICS_KEY])
         record = logic.publish_if_blessed(
             exec_properties[C.OUTPUT_DIR_KEY],
+            exec_properties.get(C.RUN_ID_KEY) or "",
             bool(blessing.get_int_custom_property(C.BLESSED_PROPERTY)),
             artifact_utils.get_single_uri(input_dict[C.RECALLS_KEY]),
             artifact_utils.get_single_uri(input_dict[C.MODEL_KEY]),

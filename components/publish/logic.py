@@ -42,6 +42,49 @@ def copy_parquet(src_files: list[str], dst_dir: str, columns: tuple[str, ...]) -
     return rows
 
 
+def describe_files(folder: str) -> dict[str, dict]:
+    """{relative path: {bytes, sha256, rows (Parquet only)}} of every file in a release."""
+    files = {}
+    for root, _, names in os.walk(folder):
+        for name in sorted(names):
+            path = os.path.join(root, name)
+            relative = os.path.relpath(path, folder)
+            if relative == C.MANIFEST_FILE:
+                continue
+            entry = {"bytes": os.path.getsize(path), "sha256": common.sha256_of(path)}
+            if name.endswith(C.PARQUET_SUFFIX):
+                entry["rows"] = pq.ParquetFile(path).metadata.num_rows
+            files[relative] = entry
+    return dict(sorted(files.items()))
+
+
+def verify_release(folder: str) -> None:
+    """Checks a release against its manifest: every table and file there, with its rows and bytes.
+
+    Raises:
+        PublishError: naming what is missing or differs; the release is then not switched to.
+    """
+    manifest = common.read_json(os.path.join(folder, C.MANIFEST_FILE))
+    on_disk = describe_files(folder)
+    for relative, entry in manifest["files"].items():
+        found = on_disk.get(relative)
+        if found is None:
+            raise PublishError(f"release {folder}: {relative} is in the manifest but not on disk")
+        if found != entry:
+            raise PublishError(
+                f"release {folder}: {relative} is {found}, the manifest says {entry}"
+            )
+    for table, rows in manifest["rows"].items():
+        parts = [e for r, e in on_disk.items() if r.startswith(f"{table}/") and "rows" in e]
+        if not parts or sum(e["rows"] for e in parts) != rows:
+            raise PublishError(
+                f"release {folder}: table {table} has {sum(e['rows'] for e in parts)} rows in "
+                f"{len(parts)} files, the manifest says {rows}"
+            )
+    if extra := sorted(set(on_disk) - set(manifest["files"])):
+        raise PublishError(f"release {folder}: {extra[0]} is on disk but not in the manifest")
+
+
 def current_release(output_dir: str) -> str | None:
     """Returns the release folder `published` points to, or None."""
     link = os.path.join(output_dir, C.PUBLISHED_LINK)
@@ -94,14 +137,19 @@ def publish_release(
     )
     counts[C.ITEM_VECTORS_DIR] = item_vectors.num_rows
     common.write_json(os.path.join(staging, C.METRICS_FILE), metrics)
-    common.write_json(os.path.join(staging, C.MANIFEST_FILE), {**manifest, "rows": counts})
+    manifest = {**manifest, "rows": counts, "files": describe_files(staging)}
+    common.write_json(os.path.join(staging, C.MANIFEST_FILE), manifest)
+    verify_release(staging)
+    common.failpoint("publish:staged")
     os.rename(staging, final)
+    common.failpoint("publish:renamed")
 
     tmp_link = os.path.join(output_dir, f".{C.PUBLISHED_LINK}.tmp-{os.getpid()}")
     if os.path.lexists(tmp_link):
         os.remove(tmp_link)
     os.symlink(os.path.join(C.RELEASES_DIR, run_id), tmp_link)
     os.replace(tmp_link, os.path.join(output_dir, C.PUBLISHED_LINK))
+    common.failpoint("publish:switched")
     prune_releases(output_dir, keep_releases)
     return final
 
@@ -133,6 +181,7 @@ def new_run_id() -> str:
 
 def publish_if_blessed(
     output_dir: str,
+    run_id: str,
     blessed: bool,
     recalls_dir: str,
     model_uri: str,
@@ -144,6 +193,7 @@ def publish_if_blessed(
 
     Args:
         output_dir: the output folder (`releases/`, `published`).
+        run_id: the release's name; empty = a new one from the clock.
         blessed: Evaluate's verdict.
         recalls_dir: the serving Recalls artifact's folder (`recalls/`, `user_vectors/`).
         model_uri: the serving Model artifact (its item vectors).
@@ -157,7 +207,7 @@ def publish_if_blessed(
     """
     output_dir = os.path.abspath(output_dir)
     os.makedirs(output_dir, exist_ok=True)
-    run_id = new_run_id()
+    run_id = run_id or new_run_id()
     if not blessed:
         return {
             "published": False,

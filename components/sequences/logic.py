@@ -1,6 +1,6 @@
 """Per-user, time-ordered histories turned into train / eval / serving examples (pure Beam).
 
-For a user with events e_0..e_{n-1}, ordered by (timestamp, input order):
+For a user with events e_0..e_{n-1}, ordered by (exact instant, input order):
 - if n >= min_events_for_holdout, e_{n-1} is held out: it becomes the user's `eval` example
   (history e_0..e_{n-2}, visited = their items), and training sees only e_0..e_{n-2};
 - `last_position` (the objective): every training event e_i becomes one `train` example,
@@ -36,17 +36,18 @@ from offline_recall.pipeline.config import SequencesParams
 from offline_recall.trainer import features as F
 from offline_recall.trainer import options
 
-Event = tuple[int, int, bytes]  # (timestamp, input_order, item_id)
+Event = tuple[int, int, bytes]  # (timestamp in epoch microseconds, input_order, item_id)
+MICROS_PER_SECOND = 1_000_000
 
 
 def parse_click(serialized: bytes) -> tuple[bytes, Event]:
-    """Returns (user_id, (timestamp, input_order, item_id)) from an ingest tf.Example."""
+    """Returns (user_id, (timestamp_micros, input_order, item_id)) from an ingest tf.Example."""
     example = tf.train.Example.FromString(serialized)
     user = common.bytes_values(example, F.USER_ID)[0]
     item = common.bytes_values(example, F.ITEM_ID)[0]
-    timestamp = common.int_values(example, F.TIMESTAMP)[0]
+    micros = common.int_values(example, F.TIMESTAMP_MICROS)[0]
     order = common.int_values(example, F.INPUT_ORDER)[0]
-    return user, (timestamp, order, item)
+    return user, (micros, order, item)
 
 
 def unique_in_order(items: Iterable[bytes]) -> list[bytes]:
@@ -103,7 +104,8 @@ def build_user_examples(
     """
     ordered = sorted(events)
     items = [item for _, _, item in ordered]
-    times = [timestamp for timestamp, _, _ in ordered]
+    # Examples carry epoch seconds (the example age is in days); the order used the instant.
+    times = [micros // MICROS_PER_SECOND for micros, _, _ in ordered]
     n_train = len(items) - 1 if len(items) >= min_events_for_holdout else len(items)
     holdout = n_train < len(items)
     train_items = items[:n_train]

@@ -1,0 +1,216 @@
+"""Ingest on broken input: stray quotes, broken files and headers, counted or named in one line."""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import json
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import tensorflow as tf
+
+from offline_recall.components import common
+from offline_recall.components.errors import IngestError
+from offline_recall.components.ingest import logic, sources
+from offline_recall.pipeline.config import IngestConfig
+
+NOW = 1_800_000_000
+
+
+def _ingest(tmp_path, path, **config):
+    """Runs the real ingest function on `path`; returns (summary, quarantined records)."""
+    files = sources.preflight(str(path), None)
+    out = tmp_path / "out"
+    summary = logic.ingest_clicks(
+        beam.Pipeline,
+        files,
+        IngestConfig(**{"now": NOW, "max_bad_fraction": 0.5, **config}),
+        str(out / "examples"),
+        str(out / "quarantine"),
+        str(out / "summary.json"),
+    )
+    quarantined = [
+        json.loads(line)
+        for name in glob.glob(str(out / "quarantine" / "*.jsonl"))
+        for line in open(name, encoding="utf-8")
+    ]
+    return summary, quarantined
+
+
+def _clicks(n, start=0):
+    return [f"u{i % 7},i{i},{1_600_000_000 + i}\n" for i in range(start, start + n)]
+
+
+def _physical_lines(path) -> int:
+    return len(open(path, "rb").read().splitlines())
+
+
+@pytest.mark.parametrize(
+    "stray",
+    [
+        'u1,"i-stray,1600000500\n',  # a quote opens the item and never closes on its line
+        'u1,i-stray,"1600000500\n',  # ... the last column
+        '"u1,i-stray,1600000500\n',  # ... the first
+    ],
+)
+def test_a_stray_quote_costs_exactly_its_own_row(tmp_path, stray):
+    # A later quote closes the runaway field 40 lines on: a reader without recovery would swallow
+    # those 40 rows into one bad record.
+    lines = ["user_id,item_id,timestamp\n", *_clicks(20), stray, *_clicks(40, 100)]
+    lines += ['u2,"quoted, fine",1600000999\n', *_clicks(30, 200)]
+    path = tmp_path / "clicks.csv"
+    path.write_text("".join(lines), encoding="utf-8")
+    summary, quarantined = _ingest(tmp_path, path)
+    assert summary["rows_quarantined"] == 1 and summary["rows_valid"] == 91
+    (bad,) = quarantined
+    assert bad["reason"] == "unbalanced_quote" and bad["row_number"] == 22
+    assert "i-stray" in json.dumps(bad["raw"])
+    assert summary["lines_read"] == summary["lines_valid"] + summary["lines_quarantined"]
+    assert summary["lines_read"] + 1 == _physical_lines(path) == 93
+
+
+def test_a_quote_that_never_closes_costs_its_row_only(tmp_path):
+    path = tmp_path / "clicks.csv"
+    body = [
+        "user_id,item_id,timestamp\n",
+        *_clicks(5),
+        'u9,"runaway,1600000100\n',
+        *_clicks(50, 10),
+    ]
+    path.write_text("".join(body), encoding="utf-8")
+    summary, quarantined = _ingest(tmp_path, path)
+    assert [q["row_number"] for q in quarantined] == [7]
+    assert summary["rows_valid"] == 55 and summary["lines_read"] == 56
+
+
+def test_quoted_line_breaks_in_valid_rows_still_read(tmp_path):
+    path = tmp_path / "clicks.csv"
+    path.write_text(
+        'user_id,item_id,timestamp\n"u\nwith break",i1,1600000000\nu2,"i\r\n2",1600000001\n',
+        encoding="utf-8",
+        newline="",
+    )
+    summary, quarantined = _ingest(tmp_path, path)
+    assert quarantined == [] and summary["rows_valid"] == 2
+    assert summary["lines_valid"] == 4 and summary["lines_read"] + 1 == _physical_lines(path)
+
+
+def test_timestamps_to_the_microsecond_tell_clicks_apart(tmp_path):
+    path = tmp_path / "clicks.csv"
+    path.write_text(
+        "user_id,item_id,timestamp\n"
+        "u1,i1,1600000000.1\nu1,i1,1600000000.9\n"  # 0.8 s apart: two clicks
+        "u1,i2,2020-09-13T12:26:40Z\nu1,i2,1600000000\n",  # one instant written twice
+        encoding="utf-8",
+    )
+    summary, _ = _ingest(tmp_path, path)
+    assert summary["rows_valid"] == 4 and summary["duplicates_dropped"] == 1
+    assert summary["timestamp_units"] == {"iso8601": 1, "s": 3}
+
+
+def test_a_truncated_gzip_names_the_file_and_where_it_broke(tmp_path):
+    text = "".join(["user_id,item_id,timestamp\n", *_clicks(5000)]).encode()
+    data = gzip.compress(text)
+    path = tmp_path / "clicks.csv.gz"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(IngestError, match=r"clicks\.csv\.gz: unreadable after line \d+"):
+        _ingest(tmp_path, path)
+
+
+def test_a_corrupt_tfrecord_names_the_record(tmp_path):
+    path = tmp_path / "clicks.tfrecord"
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for i in range(50):
+            writer.write(
+                common.make_example(
+                    {"user_id": [b"u"], "item_id": [f"i{i}".encode()]},
+                    {"timestamp": [1_600_000_000 + i]},
+                ).SerializeToString()
+            )
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # flip a byte mid-file: a CRC mismatch
+    path.write_bytes(bytes(data))
+    with pytest.raises(IngestError, match=r"clicks\.tfrecord: unreadable after record \d+"):
+        _ingest(tmp_path, path)
+
+
+def test_a_torn_parquet_file_is_named(tmp_path):
+    path = tmp_path / "clicks.parquet"
+    table = pa.table(
+        {
+            "user_id": [f"u{i}" for i in range(20000)],
+            "item_id": [f"i{i}" for i in range(20000)],
+            "timestamp": list(range(1_600_000_000, 1_600_020_000)),
+        }
+    )
+    pq.write_table(table, path, row_group_size=2000)
+    data = bytearray(path.read_bytes())
+    for offset in range(len(data) // 3, len(data) // 3 + 4000):
+        data[offset] = 0x55  # scribble over a page in the middle, footer intact
+    path.write_bytes(bytes(data))
+    with pytest.raises(IngestError, match=r"clicks\.parquet: unreadable"):
+        _ingest(tmp_path, path)
+
+
+def test_header_faults_name_file_and_column(tmp_path):
+    repeated = tmp_path / "repeated.csv"
+    repeated.write_text("user_id,item_id,timestamp,item_id\nu,i,1600000000,j\n")
+    with pytest.raises(IngestError, match=r"repeated\.csv: column 'item_id' appears twice"):
+        sources.preflight(str(repeated), None)
+    binary_name = tmp_path / "binary_name.csv"
+    binary_name.write_bytes(b"user_id,item_id,timestamp,ex\xfftra\nu,i,1600000000,x\n")
+    with pytest.raises(IngestError, match=r"binary_name\.csv: header column 4 .* not UTF-8"):
+        sources.preflight(str(binary_name), None)
+    missing = tmp_path / "missing.parquet"
+    pq.write_table(pa.table({"user_id": ["u"], "ts": [1]}), missing)
+    with pytest.raises(IngestError, match=r"missing\.parquet: missing required column 'item_id'"):
+        sources.preflight(str(missing), None)
+
+
+def test_parquet_ids_that_are_not_ids_are_quarantined_by_reason(tmp_path):
+    path = tmp_path / "clicks.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "user_id": ["u1", None, "u3", "u4", "u5", "u6"],
+                "item_id": pa.array([[1], [2], None, [4, 5], [], [6]], pa.list_(pa.int64())),
+                "timestamp": [1_600_000_000] * 6,
+            }
+        ),
+        path,
+    )
+    with pytest.raises(IngestError, match="no valid rows left of 6"):
+        _ingest(tmp_path, path, max_bad_fraction=1.0)
+    quarantined = [
+        json.loads(line)
+        for name in glob.glob(str(tmp_path / "out" / "quarantine" / "*.jsonl"))
+        for line in open(name, encoding="utf-8")
+    ]
+    reasons = sorted((q["row_number"], q["reason"], q["field"]) for q in quarantined)
+    assert reasons == [
+        (1, "bad_id_type", "item_id"),
+        (2, "missing_field", "user_id"),
+        (3, "missing_field", "item_id"),
+        (4, "bad_id_type", "item_id"),
+        (5, "bad_id_type", "item_id"),
+        (6, "bad_id_type", "item_id"),  # a list of one is still a list
+    ]
+
+
+def test_float_and_nan_ids_are_not_ids(tmp_path):
+    path = tmp_path / "clicks.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "user_id": ["u1", "u2", "u3"],
+                "item_id": pa.array([1.0, float("nan"), 3.5]),
+                "timestamp": [1_600_000_000] * 3,
+            }
+        ),
+        path,
+    )
+    with pytest.raises(IngestError, match="no valid rows left of 3"):
+        _ingest(tmp_path, path, max_bad_fraction=1.0)
