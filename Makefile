@@ -10,7 +10,9 @@ PY := $(VENV)/bin/python
 PIP_LOG := $(VENV)/pip.log
 QUIET_PIP = > $(PIP_LOG) 2>&1 || { grep -v "^WARNING: Location" $(PIP_LOG); exit 1; }
 
-.PHONY: install lint format test test-fast e2e clean
+.PHONY: install lint format test test-fast e2e clean image
+
+IMAGE ?= offline-recall:$(shell $(PYTHON) setup.py --version 2>/dev/null || echo latest)
 
 install: $(VENV)/.installed
 
@@ -36,6 +38,10 @@ test: install
 
 test-fast: install
 	$(VENV)/bin/pytest -q -m "not e2e" tests components
+
+# The image Kubeflow tasks and Beam workers run (needs a Docker engine).
+image:
+	docker build -t $(IMAGE) .
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

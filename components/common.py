@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import tensorflow as tf
 
-from offline_recall.components.contracts import PARQUET_SUFFIX, SUMMARY_FILE
+from offline_recall.components.contracts import LATEST_FILE, PARQUET_SUFFIX, SUMMARY_FILE
 
 
 def split_uri(examples_uri: str, split: str) -> str:
@@ -42,6 +42,12 @@ def write_json(path: str, payload: Any) -> None:
 def read_json(path: str) -> Any:
     with tf.io.gfile.GFile(path, "r") as f:
         return json.loads(f.read())
+
+
+def read_latest(output_dir: str) -> dict | None:
+    """The LATEST pointer of an output folder ({run_id, release, published_at}), or None."""
+    path = os.path.join(output_dir, LATEST_FILE)
+    return read_json(path) if tf.io.gfile.exists(path) else None
 
 
 def parquet_files(folder: str) -> list[str]:

@@ -58,9 +58,12 @@ RUN_SUMMARY_FILE = "run_summary.json"
 REPORT_DIR = "report"
 REPORT_PAGE = "index.html"
 RELEASES_DIR = "releases"
+# The pointer to the current release: JSON {run_id, release, published_at}, written in one object
+# write after the release is whole. Consumers read it; `published` is a local convenience link.
+LATEST_FILE = "LATEST"
 PUBLISHED_LINK = "published"
-STAGING_PREFIX = ".staging-"
 MANIFEST_FILE = "manifest.json"
+RELEASE_MODEL_DIR = "user_model"  # the serving SavedModel, in a release
 LOGS_DIR = "logs"
 # run_summary.json's `status`.
 STATUS_PUBLISHED, STATUS_NOT_BLESSED = "published", "not_blessed"

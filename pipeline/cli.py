@@ -46,7 +46,11 @@ def _parser() -> argparse.ArgumentParser:
         help="click log: a CSV/Parquet/TFRecord file or a folder of daily YYYY-MM-DD/ spans; "
         "without it, a seeded synthetic click log is generated and used",
     )
-    run.add_argument("--config", help="YAML or JSON file overriding pipeline/config.py's defaults")
+    run.add_argument(
+        "--config",
+        help="YAML or JSON file overriding pipeline/config.py's defaults ('-': standard input)",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     compile_ = sub.add_parser(
         "compile", help="write a Kubeflow v2 JSON spec or an Airflow DAG file"
     )
@@ -55,7 +59,26 @@ def _parser() -> argparse.ArgumentParser:
     compile_.add_argument("--input", help="input_base the compiled pipeline reads")
     compile_.add_argument("--config", help="YAML or JSON config file")
     compile_.add_argument("--pipeline-root", help="artifact root for the compiled pipeline")
+    compile_.add_argument(
+        "--output-dir",
+        help="the output folder the compiled pipeline publishes to (airflow default: "
+        "$AIRFLOW_HOME/offline-recall/output)",
+    )
+    compile_.add_argument(
+        "--catchup",
+        action="store_true",
+        help="airflow: backfill every day since the DAG's start date",
+    )
     return parser
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("offline-recall")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 class _ProgressHandler(logging.Handler):
@@ -179,8 +202,8 @@ def _print_summary(summary: dict, out) -> None:
     publish = summary.get("publish", {})
     if publish.get("published"):
         out.write(
-            f"published: {os.path.join(summary['output'], C.PUBLISHED_LINK)} -> "
-            f"{publish.get('release')}\n"
+            f"published: {publish.get('release')} "
+            f"(pointer: {os.path.join(summary['output'], C.LATEST_FILE)})\n"
         )
     else:
         out.write(
@@ -273,6 +296,10 @@ def _run_locked(args, beam_args, config, output_dir: str, run_id: str, lock) -> 
         log.warning(note)
     paths = local_runner.paths(output_dir)
     cancelled = 0
+    from offline_recall.components.publish import logic as publish
+
+    if publish.sync_published_link(output_dir):
+        print("pointed the `published` link at LATEST's release again", flush=True)
     try:
         cancelled = housekeeping.cancel_stale_executions(paths["metadata"])
         if cancelled:
@@ -281,7 +308,7 @@ def _run_locked(args, beam_args, config, output_dir: str, run_id: str, lock) -> 
             log.warning(note)
 
         if args.input:
-            input_base = os.path.abspath(args.input)
+            input_base = args.input if "://" in args.input else os.path.abspath(args.input)
         else:
             from offline_recall.pipeline import synthetic
 

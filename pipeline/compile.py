@@ -16,9 +16,25 @@ def cmd_compile(args, beam_args: list[str]) -> int:
         return 2
     output_file = os.path.abspath(args.output)
     os.makedirs(os.path.dirname(output_file), exist_ok=True)
+    if args.target == "airflow":
+        from offline_recall.pipeline import airflow_runner
+
+        text = airflow_runner.render_dag(
+            _uri(args.input) if args.input else "",
+            _uri(args.output_dir) if args.output_dir else "",
+            config,
+            beam_args,
+            catchup=args.catchup,
+        )
+        tmp = f"{output_file}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, output_file)
+        print(f"wrote {args.target} pipeline: {output_file}")
+        return 0
     base = os.path.dirname(output_file)
     input_base = args.input or os.path.join(base, "input")
-    output_dir = os.path.join(base, "offline-recall-output")
+    output_dir = args.output_dir or os.path.join(base, "offline-recall-output")
     pipeline_root = args.pipeline_root or os.path.join(output_dir, "tfx", "pipeline_root")
     if args.target == "kubeflow":
         from offline_recall.pipeline import kubeflow_runner
@@ -26,20 +42,10 @@ def cmd_compile(args, beam_args: list[str]) -> int:
         kubeflow_runner.compile_pipeline(
             output_file, input_base, output_dir, pipeline_root, config, beam_args
         )
-    else:
-        from offline_recall.pipeline import airflow_runner
-
-        text = airflow_runner.render_dag(
-            input_base,
-            output_dir,
-            pipeline_root,
-            os.path.join(output_dir, "tfx", "metadata.sqlite"),
-            config,
-            beam_args,
-        )
-        tmp = f"{output_file}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, output_file)
     print(f"wrote {args.target} pipeline: {output_file}")
     return 0
+
+
+def _uri(path: str) -> str:
+    """A URI as given; a local path made absolute (the DAG runs from another folder)."""
+    return path if "://" in path else os.path.abspath(path)

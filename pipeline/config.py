@@ -16,6 +16,7 @@ import json
 import math
 import os
 import re
+import sys
 import types
 import typing
 from typing import Any, ClassVar, Literal
@@ -567,6 +568,8 @@ def _deep_merge(base: dict, override: dict) -> dict:
 
 
 def _read_text(path: str) -> str:
+    if path == "-":
+        return sys.stdin.read()
     if "://" not in path:
         if not os.path.isfile(path):
             raise ConfigError(f"config file not found: {path}")
@@ -587,6 +590,7 @@ def _read_file(path: str) -> dict:
         text = _read_text(path)
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: not UTF-8 text: {e.reason} at byte {e.start}") from e
+    # Standard input and .yaml files are read as YAML, which holds JSON too.
     kind = "JSON" if path.endswith(".json") else "YAML"
     try:
         loaded = json.loads(text) if kind == "JSON" else yaml.safe_load(text)

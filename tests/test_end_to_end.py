@@ -81,6 +81,10 @@ def test_summary_counts_reconcile(first_run, clicks):
     assert ingest["rows_read"] == clicks["rows"]
     assert ingest["rows_read"] == ingest["rows_valid"] + ingest["rows_quarantined"]
     assert ingest["rows_quarantined"] == 2 and ingest["duplicates_dropped"] == 1
+    # In lines too: the awkward rows take 3 lines each; with the header, every line of the file.
+    assert ingest["lines_read"] == ingest["lines_valid"] + ingest["lines_quarantined"]
+    with open(clicks["path"], "rb") as f:
+        assert ingest["lines_read"] + 1 == len(f.read().splitlines())
     assert summary["sequences"]["events"] == ingest["rows_valid"] - ingest["duplicates_dropped"]
     for k in (5, 10, 50):
         assert 0.0 <= summary["evaluate"]["model"][f"hr@{k}"] <= 1.0
@@ -137,6 +141,28 @@ def test_published_recalls_exclude_visited_and_are_inner_products(
         u = np.asarray(users[row["user_id"]])
         expected = [float(u @ np.asarray(items[i])) for i in row["item_ids"]]
         np.testing.assert_allclose(row["scores"], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_the_release_carries_the_user_model_that_made_its_vectors(
+    first_run, awkward_user, awkward_item
+):
+    import tensorflow as tf
+
+    from offline_recall.components import common
+
+    latest = common.read_latest(str(first_run["out"]))
+    release = latest["release"]
+    assert os.path.realpath(first_run["out"] / "published") == release
+    users = {
+        r["user_id"]: r["vector"]
+        for r in pq.read_table(os.path.join(release, "user_vectors")).to_pylist()
+    }
+    serve = tf.saved_model.load(os.path.join(release, "user_model"))
+    # The awkward user's history, oldest first, as a consumer would send it.
+    history = [awkward_item.encode(), b"i0001", b"i0002"]
+    example = common.make_example({"history_items": history}).SerializeToString()
+    got = serve.signatures["serving_default"](examples=tf.constant([example]))["user_vector"]
+    np.testing.assert_allclose(got.numpy()[0], users[awkward_user][:-1], rtol=1e-4, atol=1e-4)
 
 
 def test_run_below_a_threshold_keeps_published_set(first_run, clicks, cli, small_config):

@@ -214,3 +214,39 @@ def test_float_and_nan_ids_are_not_ids(tmp_path):
     )
     with pytest.raises(IngestError, match="no valid rows left of 3"):
         _ingest(tmp_path, path, max_bad_fraction=1.0)
+
+
+def test_preflight_and_reading_work_off_the_local_disk(tmp_path):
+    """TF's in-memory ram:// stands in for gs:// and s3://: spans, every format, gzip."""
+    import uuid
+
+    root = f"ram://ingest-{uuid.uuid4().hex}/logs"
+    text = 'user_id,item_id,timestamp\nu1,i1,1600000000\nu2,"i\n2",1600000001\n'
+    for day in ("2024-01-01", "2024-01-02", "2024-01-03"):
+        tf.io.gfile.makedirs(f"{root}/{day}")  # ram:// lists only folders it was told of
+    with tf.io.gfile.GFile(f"{root}/2024-01-01/a.csv", "w") as f:
+        f.write(text)
+    with tf.io.gfile.GFile(f"{root}/2024-01-02/b.csv.gz", "wb") as f:
+        f.write(gzip.compress(text.encode()))
+    common.write_parquet(
+        pa.table({"user_id": ["u3"], "item_id": ["i3"], "timestamp": [1600000002]}),
+        f"{root}/2024-01-02/c.parquet",
+    )
+    with tf.io.TFRecordWriter(f"{root}/2024-01-03/d.tfrecord") as writer:
+        writer.write(
+            common.make_example(
+                {"user_id": [b"u4"], "item_id": [b"i4"]}, {"timestamp": [1600000003]}
+            ).SerializeToString()
+        )
+    files = sources.preflight(root, None)
+    assert [(f.path.rsplit("/", 1)[1], f.span) for f in files] == [
+        ("a.csv", 19723),
+        ("b.csv.gz", 19724),
+        ("c.parquet", 19724),
+        ("d.tfrecord", 19725),
+    ]
+    records = [r for f in files for r in sources.read_file(f)]
+    assert [r["values"]["item_id"] for r in records] == ["i1", "i\n2", "i1", "i\n2", "i3", "i4"]
+    assert [r["lines"] for r in records] == [1, 2, 1, 2, 1, 1]
+    with pytest.raises(IngestError, match="input does not exist"):
+        sources.preflight(f"{root}/nope", None)

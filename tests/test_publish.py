@@ -1,18 +1,26 @@
-"""Atomic publishing: the switch, pruning, and a failure that leaves the published set alone."""
+"""Publishing: a release written whole, checked against its manifest, then LATEST pointed at it;
+on the local disk and on a filesystem that is not (TF's in-memory ram://)."""
 
+import json
 import os
+import uuid
 
+import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
+import tensorflow as tf
 
+from offline_recall.components import common
+from offline_recall.components import contracts as C
+from offline_recall.components.evaluate import logic as evaluate
 from offline_recall.components.publish import logic
+from offline_recall.components.report import logic as report
 
 
-def _sources(tmp_path, tag):
-    src = tmp_path / f"src-{tag}"
-    src.mkdir()
-    pq.write_table(
+def _sources(root, tag):
+    src = os.path.join(root, f"src-{tag}")
+    tf.io.gfile.makedirs(src)
+    common.write_parquet(
         pa.table(
             {
                 "user_id": ["u1"],
@@ -21,56 +29,113 @@ def _sources(tmp_path, tag):
                 "held_out_item": [""],
             }
         ),
-        src / "recalls.parquet",
+        os.path.join(src, "recalls.parquet"),
     )
-    pq.write_table(pa.table({"user_id": ["u1"], "vector": [[1.0, 1.0]]}), src / "uv.parquet")
+    common.write_parquet(
+        pa.table({"user_id": ["u1"], "vector": [[1.0, 1.0]]}), os.path.join(src, "uv.parquet")
+    )
     items = pa.table(
         {"item_index": [0], "item_id": [f"i-{tag}"], "vector": [[0.5, 0.1]], "count": [3]}
     )
-    return [str(src / "recalls.parquet")], [str(src / "uv.parquet")], items
+    return [os.path.join(src, "recalls.parquet")], [os.path.join(src, "uv.parquet")], items
 
 
-def _publish(out, tmp_path, tag, **kw):
-    recalls, uvs, items = _sources(tmp_path, tag)
+def _publish(out, root, tag, **kw):
+    recalls, uvs, items = _sources(root, tag)
     kw.setdefault("keep_releases", 2)
-    return logic.publish_release(str(out), tag, recalls, uvs, items, {"tag": tag}, {}, **kw)
+    metrics = {"model": {"hr@50": 0.5}, "tag": tag}
+    return logic.publish_release(out, tag, recalls, uvs, items, metrics, {}, **kw)
 
 
-def test_publish_switches_symlink_and_keeps_contract_columns(tmp_path):
-    out = tmp_path / "out"
-    _publish(out, tmp_path, "r1")
-    published = out / "published"
-    assert published.is_symlink()
-    recalls = pq.read_table(published / "recalls")
+def test_publish_points_latest_and_the_link_and_keeps_contract_columns(tmp_path):
+    out = str(tmp_path / "out")
+    release = _publish(out, str(tmp_path), "r1")
+    assert common.read_latest(out)["release"] == release == os.path.join(out, "releases", "r1")
+    published = tmp_path / "out" / "published"
+    assert published.is_symlink() and os.readlink(published) == os.path.join("releases", "r1")
+    recalls = common.read_parquet(os.path.join(release, "recalls", "part-00000.parquet"))
     assert recalls.column_names == ["user_id", "item_ids", "scores"]
-    assert recalls.column("item_ids").to_pylist() == [["i-r1"]]
-    assert pq.read_table(published / "item_vectors").column_names == ["item_id", "vector", "count"]
-    _publish(out, tmp_path, "r2")
-    assert pq.read_table(published / "recalls").column("item_ids").to_pylist() == [["i-r2"]]
+    items = common.read_parquet(os.path.join(release, "item_vectors", "part-00000.parquet"))
+    assert items.column_names == ["item_id", "vector", "count"]
+    manifest = json.loads((tmp_path / "out" / "releases" / "r1" / "manifest.json").read_text())
+    assert manifest["rows"] == {"recalls": 1, "user_vectors": 1, "item_vectors": 1}
+    assert manifest["files"]["recalls/part-00000.parquet"]["rows"] == 1
+    _publish(out, str(tmp_path), "r2")
+    assert common.read_latest(out)["run_id"] == "r2"
 
 
-def test_failed_publish_leaves_previous_set(tmp_path):
-    out = tmp_path / "out"
-    _publish(out, tmp_path, "r1")
-    recalls, uvs, items = _sources(tmp_path, "r2")
+def test_failed_publish_leaves_latest_alone(tmp_path):
+    out = str(tmp_path / "out")
+    _publish(out, str(tmp_path), "r1")
+    recalls, _, items = _sources(str(tmp_path), "r2")
     with pytest.raises(logic.PublishError):
         # No user vectors.
-        logic.publish_release(str(out), "r2", recalls, [], items, {}, {}, keep_releases=2)
-    assert os.readlink(out / "published") == os.path.join("releases", "r1")
-    assert pq.read_table(out / "published" / "recalls").column("item_ids").to_pylist() == [["i-r1"]]
+        logic.publish_release(out, "r2", recalls, [], items, {}, {}, keep_releases=2)
+    assert common.read_latest(out)["run_id"] == "r1"
+    assert os.readlink(tmp_path / "out" / "published") == os.path.join("releases", "r1")
 
 
-def test_prune_keeps_published_and_newest(tmp_path):
-    out = tmp_path / "out"
-    for i, tag in enumerate(["r1", "r2", "r3", "r4"]):
-        _publish(out, tmp_path, tag, keep_releases=2)
-        os.utime(out / "releases" / tag, (1000 + i, 1000 + i))
-    remaining = sorted(os.listdir(out / "releases"))
-    assert remaining == ["r3", "r4"]
+def test_a_release_that_differs_from_its_manifest_is_refused(tmp_path):
+    out = str(tmp_path / "out")
+    release = _publish(out, str(tmp_path), "r1")
+    (tmp_path / "out" / "releases" / "r1" / "metrics.json").write_text("{}")
+    with pytest.raises(logic.PublishError, match="metrics.json"):
+        logic.verify_release(release)
+
+
+def test_prune_keeps_current_and_newest_and_drops_partial_releases(tmp_path):
+    out = str(tmp_path / "out")
+    for tag in ["r1", "r2", "r3", "r4"]:
+        _publish(out, str(tmp_path), tag, keep_releases=2)
+    assert sorted(os.listdir(tmp_path / "out" / "releases")) == ["r2", "r3", "r4"]
+    (tmp_path / "out" / "releases" / "r5-killed").mkdir()  # no manifest: a killed run's
+    logic.prune_releases(out, 2)
+    assert sorted(os.listdir(tmp_path / "out" / "releases")) == ["r2", "r3", "r4"]
 
 
 def test_refuses_real_published_folder(tmp_path):
-    out = tmp_path / "out"
-    (out / "published").mkdir(parents=True)
+    (tmp_path / "out" / "published").mkdir(parents=True)
     with pytest.raises(logic.PublishError, match="real folder"):
-        _publish(out, tmp_path, "r1")
+        _publish(str(tmp_path / "out"), str(tmp_path), "r1")
+
+
+def test_a_lagging_link_is_pointed_at_latest_again(tmp_path):
+    out = str(tmp_path / "out")
+    _publish(out, str(tmp_path), "r1")
+    _publish(out, str(tmp_path), "r2")
+    link = tmp_path / "out" / "published"
+    os.remove(link)
+    os.symlink(os.path.join("releases", "r1"), link)  # a kill between LATEST and the link
+    assert logic.sync_published_link(out)
+    assert os.readlink(link) == os.path.join("releases", "r2")
+    assert not logic.sync_published_link(out)
+
+
+def test_publish_report_and_baseline_on_a_filesystem_that_is_not_the_local_disk(tmp_path):
+    root = f"ram://offline-recall-{uuid.uuid4().hex}"
+    out = f"{root}/out"
+    release = _publish(out, root, "r1")
+    _publish(out, root, "r2")
+    latest = common.read_latest(out)
+    assert latest["run_id"] == "r2" and latest["release"] == f"{out}/releases/r2"
+    assert release == f"{out}/releases/r1"
+    logic.verify_release(latest["release"])
+    assert not logic.sync_published_link(out)  # no symlinks off the local disk
+    # The next run's regression baseline is the release LATEST names.
+    assert evaluate.previous_metrics(out)["tag"] == "r2"
+    assert evaluate.previous_metrics(f"{root}/empty") is None
+    # The report goes there too.
+    summary = {"status": "published", "ingest": {"rows_read": 3}}
+    page = report.page.write_report(
+        f"{out}/{C.REPORT_DIR}",
+        summary,
+        item_counts=np.array([5, 2, 1]),
+        history_lengths=np.array([1, 3]),
+        metrics_at_k={50: {"hr": 0.5}},
+        top1_scores=np.array([1.0, 2.0]),
+    )
+    names = set(tf.io.gfile.listdir(f"{out}/{C.REPORT_DIR}"))
+    assert "index.html" in names and len([n for n in names if n.endswith(".png")]) == 4
+    with tf.io.gfile.GFile(page) as f:
+        assert "0.5000" in f.read()
+    assert not os.path.exists("ram:")

@@ -111,7 +111,19 @@ def test_sigint_ends_the_run_with_130_and_the_next_run_starts_clean(run_args, pu
     assert "interrupted by SIGINT" in log
 
 
-@pytest.mark.parametrize("point", ["publish:staged", "publish:renamed", "publish:switched"])
+def test_kill_9_while_training_leaves_the_published_set(run_args, published_out):
+    _, args = run_args
+    before = _published_is_whole(published_out)
+    run = _start(*args, "--output", str(published_out))
+    _wait_for_line(run, "Transform")
+    time.sleep(3)
+    run.kill()
+    run.communicate(timeout=120)
+    assert run.returncode == -signal.SIGKILL
+    assert _published_is_whole(published_out) == before
+
+
+@pytest.mark.parametrize("point", ["publish:written", "publish:pointed", "publish:switched"])
 def test_kill_9_while_publishing_never_breaks_the_published_set(run_args, published_out, point):
     _, args = run_args
     before = _published_is_whole(published_out)
@@ -119,8 +131,10 @@ def test_kill_9_while_publishing_never_breaks_the_published_set(run_args, publis
     out, err = run.communicate(timeout=600)
     assert run.returncode == -signal.SIGKILL, out + err
     after = _published_is_whole(published_out)
-    # Before the switch the old release stays; after it the new one is whole.
-    assert (after == before) == (point != "publish:switched")
+    # Before LATEST is written the old release stays current; after it the new one is, whole.
+    assert (after == before) == (point == "publish:written")
+    link = os.readlink(published_out / "published")
+    assert (link == os.path.join("releases", after)) == (point != "publish:pointed")
 
 
 def test_the_next_run_takes_over_and_leaves_nothing_behind(run_args, published_out, tmp_path):

@@ -28,6 +28,6 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             artifact_utils.get_single_uri(output_dict[C.METRICS_KEY]),
             blessing.uri,
             EvaluateConfig.from_json(exec_properties[C.CONFIG_KEY]),
-            os.path.join(output_dir, C.PUBLISHED_LINK, C.METRICS_FILE),
+            output_dir,
         )
         blessing.set_int_custom_property(C.BLESSED_PROPERTY, int(metrics["blessed"]))

@@ -192,6 +192,14 @@ def bless(
     return not reasons, reasons
 
 
+def previous_metrics(output_dir: str) -> dict | None:
+    """The metrics of the release LATEST points to, or None before the first publish."""
+    latest = common.read_latest(output_dir)
+    if latest is None:
+        return None
+    return common.read_json(os.path.join(latest["release"], C.METRICS_FILE))
+
+
 def evaluate(
     make_pipeline: Callable[[], beam.Pipeline],
     recalls_pattern: str,
@@ -200,7 +208,7 @@ def evaluate(
     metrics_dir: str,
     blessing_dir: str,
     config: EvaluateConfig,
-    previous_metrics_path: str | None,
+    output_dir: str | None,
 ) -> dict:
     """Scores the eval recalls on the holdout, decides the blessing, and writes both.
 
@@ -212,7 +220,8 @@ def evaluate(
         metrics_dir: where `metrics.json` goes.
         blessing_dir: where the BLESSED or NOT_BLESSED marker goes.
         config: the `evaluate` section.
-        previous_metrics_path: the last published release's metrics.json, if one exists.
+        output_dir: the output folder, whose current release (LATEST) is the regression
+            baseline; None for no baseline.
 
     Returns:
         metrics.json's content, with `blessed` and `not_blessed_because`.
@@ -232,9 +241,7 @@ def evaluate(
         )
     catalog_size = export.read_item_vector_table(model_uri).num_rows
     metrics = finalize_metrics(common.read_json(raw_path), catalog_size, ks)
-    previous = None
-    if previous_metrics_path and tf.io.gfile.exists(previous_metrics_path):
-        previous = common.read_json(previous_metrics_path)
+    previous = previous_metrics(output_dir) if output_dir else None
     blessed, reasons = bless(metrics, catalog_size, config, previous)
     metrics["blessed"] = blessed
     metrics["not_blessed_because"] = reasons

@@ -54,12 +54,17 @@ def file_format(path: str) -> str:
     raise IngestError(f"{path}: unknown input format (expected .csv, .parquet or .tfrecord[.gz])")
 
 
+def _names(folder: str) -> list[str]:
+    # Object stores list sub-folders with a trailing slash.
+    return sorted(n.rstrip("/") for n in tf.io.gfile.listdir(folder))
+
+
 def _data_files(folder: str) -> list[str]:
-    return sorted(
+    return [
         os.path.join(folder, n)
-        for n in os.listdir(folder)
-        if not n.startswith((".", "_")) and os.path.isfile(os.path.join(folder, n))
-    )
+        for n in _names(folder)
+        if not n.startswith((".", "_")) and not tf.io.gfile.isdir(os.path.join(folder, n))
+    ]
 
 
 def discover(input_base: str, max_spans: int | None = None) -> list[InputFile]:
@@ -68,14 +73,18 @@ def discover(input_base: str, max_spans: int | None = None) -> list[InputFile]:
     Daily folders `YYYY-MM-DD/` are spans numbered as days since 1970-01-01 (as TFX's
     `{YYYY}-{MM}-{DD}` pattern does); `max_spans` keeps only the newest ones.
     """
-    if not os.path.exists(input_base):
+    try:
+        exists = tf.io.gfile.exists(input_base)
+    except tf.errors.OpError as e:
+        raise IngestError(f"{input_base}: cannot reach the input: {e.message}") from e
+    if not exists:
         raise IngestError(f"{input_base}: input does not exist")
-    if os.path.isfile(input_base):
+    if not tf.io.gfile.isdir(input_base):
         return [InputFile(input_base, file_format(input_base), 0, 0)]
     spans = []
-    for name in sorted(os.listdir(input_base)):
+    for name in _names(input_base):
         match = _SPAN_DIR.match(name)
-        if match and os.path.isdir(os.path.join(input_base, name)):
+        if match and tf.io.gfile.isdir(os.path.join(input_base, name)):
             try:
                 day = datetime.date(*(int(g) for g in match.groups()))
             except ValueError as e:
@@ -92,9 +101,54 @@ def discover(input_base: str, max_spans: int | None = None) -> list[InputFile]:
     return [InputFile(p, file_format(p), span, rank) for rank, (span, p) in enumerate(pairs)]
 
 
+class _GFileRaw(io.RawIOBase):
+    """A tf.io.gfile file as a raw binary stream, so io, gzip and pyarrow read gs://, s3://."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self._file = tf.io.gfile.GFile(path, "rb")
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self._file.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self._file.seek(offset, whence)
+        return self._file.tell()
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def close(self) -> None:
+        if not self.closed:
+            self._file.close()
+        super().close()
+
+
+def _open_file(path: str):
+    """A binary file: the local one as the OS opens it (its errors name the cause), anything
+    else through tf.io.gfile."""
+    if "://" not in path:
+        return open(path, "rb")  # noqa: SIM115 - closed by the caller's with-block
+    return io.BufferedReader(_GFileRaw(path))
+
+
 def _open_binary(path: str):
-    raw = open(path, "rb")  # noqa: SIM115 - closed by the caller's with-block
+    raw = _open_file(path)
     return gzip.GzipFile(fileobj=raw) if path.lower().endswith(".gz") else raw
+
+
+def _parquet(path: str) -> pq.ParquetFile:
+    if "://" not in path:
+        return pq.ParquetFile(path)
+    return pq.ParquetFile(pa.PythonFile(_open_file(path), mode="r"))
 
 
 def _csv_text(path: str) -> io.TextIOWrapper:
@@ -158,7 +212,7 @@ def preflight_file(f: InputFile) -> bool:
                 return any(line.strip() for line in text)
         if f.format == PARQUET:
             try:
-                parquet = pq.ParquetFile(f.path)
+                parquet = _parquet(f.path)
             except Exception as e:  # noqa: BLE001 - pyarrow raises several types for bad files
                 raise IngestError(f"{f.path}: not a Parquet file: {e}") from e
             check_header(f.path, parquet.schema_arrow.names)
@@ -327,7 +381,7 @@ def read_csv(f: InputFile, row_ok: Callable[[dict], bool] | None = None) -> Iter
 def read_parquet(f: InputFile, row_ok=None) -> Iterator[dict]:
     del row_ok  # one row is one record: nothing to recover
     row_number = 0
-    for batch in pq.ParquetFile(f.path).iter_batches(batch_size=65536):
+    for batch in _parquet(f.path).iter_batches(batch_size=65536):
         for values in batch.to_pylist():
             row_number += 1
             yield _record(f, row_number, lines=1, values=values)

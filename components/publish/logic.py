@@ -1,22 +1,24 @@
-"""The blessing gate and the atomic switch of a release, and pruning of old releases.
+"""The blessing gate and the publishing of a release, and pruning of old releases.
 
-Layout under the output folder:
-    releases/<run_id>/{recalls,user_vectors,item_vectors}/*.parquet, metrics.json, manifest.json
-    published -> releases/<run_id>      (a relative symlink)
-A release is written under `releases/.staging-<run_id>`, renamed into place, and then `published`
-is switched with one `os.replace` of a fresh symlink, which is atomic on POSIX: a reader sees the
-old set or the new one, never a mix, and a run that fails before the switch changes nothing.
+Layout under the output folder (local, gs://, s3://: every file goes through tf.io.gfile):
+    releases/<run_id>/{recalls,user_vectors,item_vectors}/*.parquet   the tables
+    releases/<run_id>/user_model/                 the serving SavedModel (history -> user_vector)
+    releases/<run_id>/metrics.json, manifest.json  (manifest: every file's bytes, sha256, rows)
+    LATEST                                         {"run_id", "release", "published_at"}
+    published -> releases/<run_id>                 (local only: a convenience symlink)
+A release is written whole and checked against its manifest, and only then is LATEST written, in
+one object write: a consumer that reads LATEST sees the old release or the new one, never a mix,
+and a run that fails or is killed before that changes nothing a consumer reads.
 """
 
 from __future__ import annotations
 
 import datetime
-import glob
 import os
-import shutil
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import tensorflow as tf
 
 from offline_recall.components import common
 from offline_recall.components import contracts as C
@@ -30,30 +32,39 @@ class PublishError(RuntimeError):
 
 def copy_parquet(src_files: list[str], dst_dir: str, columns: tuple[str, ...]) -> int:
     """Rewrites Parquet files keeping only `columns` (in that order); returns the row count."""
-    os.makedirs(dst_dir, exist_ok=True)
+    if not src_files:
+        raise PublishError(f"nothing to publish into {dst_dir}: no source files")
+    tf.io.gfile.makedirs(dst_dir)
     rows = 0
     for i, src in enumerate(sorted(src_files)):
-        table = pq.read_table(src, columns=list(columns))
+        table = common.read_parquet(src, list(columns))
         rows += table.num_rows
-        pq.write_table(table, os.path.join(dst_dir, f"part-{i:05d}{C.PARQUET_SUFFIX}"))
-    if not src_files:
-        # An empty table still carries the schema, so readers find the columns.
-        raise PublishError(f"nothing to publish into {dst_dir}: no source files")
+        common.write_parquet(table, os.path.join(dst_dir, f"part-{i:05d}{C.PARQUET_SUFFIX}"))
     return rows
+
+
+def copy_tree(src: str, dst: str) -> None:
+    """Copies a folder, file by file, on any filesystem TF knows."""
+    for root, _, names in tf.io.gfile.walk(src):
+        target = os.path.join(dst, os.path.relpath(root, src))
+        tf.io.gfile.makedirs(target)
+        for name in names:
+            tf.io.gfile.copy(os.path.join(root, name), os.path.join(target, name), overwrite=True)
 
 
 def describe_files(folder: str) -> dict[str, dict]:
     """{relative path: {bytes, sha256, rows (Parquet only)}} of every file in a release."""
     files = {}
-    for root, _, names in os.walk(folder):
+    for root, _, names in tf.io.gfile.walk(folder):
         for name in sorted(names):
             path = os.path.join(root, name)
             relative = os.path.relpath(path, folder)
             if relative == C.MANIFEST_FILE:
                 continue
-            entry = {"bytes": os.path.getsize(path), "sha256": common.sha256_of(path)}
+            entry = {"bytes": tf.io.gfile.stat(path).length, "sha256": common.sha256_of(path)}
             if name.endswith(C.PARQUET_SUFFIX):
-                entry["rows"] = pq.ParquetFile(path).metadata.num_rows
+                with tf.io.gfile.GFile(path, "rb") as f:
+                    entry["rows"] = pq.ParquetFile(pa.BufferReader(f.read())).metadata.num_rows
             files[relative] = entry
     return dict(sorted(files.items()))
 
@@ -85,16 +96,31 @@ def verify_release(folder: str) -> None:
         raise PublishError(f"release {folder}: {extra[0]} is on disk but not in the manifest")
 
 
+def _is_local(path: str) -> bool:
+    return "://" not in path
+
+
 def current_release(output_dir: str) -> str | None:
-    """Returns the release folder `published` points to, or None."""
+    """Returns the release folder LATEST points to, or None before the first publish."""
+    latest = common.read_latest(output_dir)
+    return latest["release"] if latest else None
+
+
+def _check_link(output_dir: str) -> None:
     link = os.path.join(output_dir, C.PUBLISHED_LINK)
-    if not os.path.lexists(link):
-        return None
-    if not os.path.islink(link):
+    if _is_local(output_dir) and os.path.lexists(link) and not os.path.islink(link):
         raise PublishError(
             f"{link} is a real folder, not the symlink publishing switches; move it away first"
         )
-    return os.path.realpath(link)
+
+
+def _switch_link(output_dir: str, run_id: str) -> None:
+    """Points the local `published` symlink at the release, in one rename."""
+    tmp_link = os.path.join(output_dir, f".{C.PUBLISHED_LINK}.tmp-{os.getpid()}")
+    if os.path.lexists(tmp_link):
+        os.remove(tmp_link)
+    os.symlink(os.path.join(C.RELEASES_DIR, run_id), tmp_link)
+    os.replace(tmp_link, os.path.join(output_dir, C.PUBLISHED_LINK))
 
 
 def publish_release(
@@ -107,71 +133,97 @@ def publish_release(
     manifest: dict,
     *,
     keep_releases: int,
+    serving_model_dir: str | None = None,
 ) -> str:
-    """Writes a release aside and switches `published` to it in one rename.
+    """Writes a release, checks it against its manifest, then points LATEST at it.
+
+    Args:
+        output_dir: the output folder.
+        run_id: the release's name.
+        recalls_files, user_vector_files: the Recalls artifact's Parquet files.
+        item_vectors: the Model artifact's item vector table.
+        metrics: Evaluate's metrics, copied as metrics.json.
+        manifest: what the release was built from; rows and files are added.
+        keep_releases: releases kept beside the current one.
+        serving_model_dir: the serving SavedModel, copied as user_model/.
 
     Returns:
         The new release folder.
     """
-    current_release(output_dir)  # refuses a layout it cannot switch atomically
-    releases = os.path.join(output_dir, C.RELEASES_DIR)
-    os.makedirs(releases, exist_ok=True)
-    staging = os.path.join(releases, f"{C.STAGING_PREFIX}{run_id}")
-    final = os.path.join(releases, run_id)
-    if os.path.exists(final):
-        raise PublishError(f"release {final} exists already")
-    shutil.rmtree(staging, ignore_errors=True)
-    os.makedirs(staging)
+    _check_link(output_dir)
+    release = os.path.join(output_dir, C.RELEASES_DIR, run_id)
+    if tf.io.gfile.exists(release):
+        raise PublishError(f"release {release} exists already")
     columns = C.PUBLISHED_COLUMNS
     counts = {
-        table: copy_parquet(files, os.path.join(staging, table), columns[table])
+        table: copy_parquet(files, os.path.join(release, table), columns[table])
         for table, files in (
             (C.RECALLS_DIR, recalls_files),
             (C.USER_VECTORS_DIR, user_vector_files),
         )
     }
-    os.makedirs(os.path.join(staging, C.ITEM_VECTORS_DIR))
-    pq.write_table(
+    tf.io.gfile.makedirs(os.path.join(release, C.ITEM_VECTORS_DIR))
+    common.write_parquet(
         item_vectors.select(list(columns[C.ITEM_VECTORS_DIR])),
-        os.path.join(staging, C.ITEM_VECTORS_DIR, f"part-00000{C.PARQUET_SUFFIX}"),
+        os.path.join(release, C.ITEM_VECTORS_DIR, f"part-00000{C.PARQUET_SUFFIX}"),
     )
     counts[C.ITEM_VECTORS_DIR] = item_vectors.num_rows
-    common.write_json(os.path.join(staging, C.METRICS_FILE), metrics)
-    manifest = {**manifest, "rows": counts, "files": describe_files(staging)}
-    common.write_json(os.path.join(staging, C.MANIFEST_FILE), manifest)
-    verify_release(staging)
-    common.failpoint("publish:staged")
-    os.rename(staging, final)
-    common.failpoint("publish:renamed")
-
-    tmp_link = os.path.join(output_dir, f".{C.PUBLISHED_LINK}.tmp-{os.getpid()}")
-    if os.path.lexists(tmp_link):
-        os.remove(tmp_link)
-    os.symlink(os.path.join(C.RELEASES_DIR, run_id), tmp_link)
-    os.replace(tmp_link, os.path.join(output_dir, C.PUBLISHED_LINK))
+    if serving_model_dir:
+        copy_tree(serving_model_dir, os.path.join(release, C.RELEASE_MODEL_DIR))
+    common.write_json(os.path.join(release, C.METRICS_FILE), metrics)
+    manifest = {**manifest, "rows": counts, "files": describe_files(release)}
+    common.write_json(os.path.join(release, C.MANIFEST_FILE), manifest)
+    verify_release(release)
+    common.failpoint("publish:written")
+    common.write_json(
+        os.path.join(output_dir, C.LATEST_FILE),
+        {
+            "run_id": run_id,
+            "release": release,
+            "published_at": datetime.datetime.now(datetime.UTC).isoformat(),
+        },
+    )
+    common.failpoint("publish:pointed")
+    if _is_local(output_dir):
+        _switch_link(output_dir, run_id)
     common.failpoint("publish:switched")
     prune_releases(output_dir, keep_releases)
-    return final
+    return release
+
+
+def sync_published_link(output_dir: str) -> bool:
+    """Points the local `published` link where LATEST points (a run killed between the two
+    leaves them apart); returns whether it moved."""
+    latest = common.read_latest(output_dir)
+    if latest is None or not _is_local(output_dir):
+        return False
+    _check_link(output_dir)
+    link = os.path.join(output_dir, C.PUBLISHED_LINK)
+    target = os.path.join(C.RELEASES_DIR, latest["run_id"])
+    if os.path.islink(link) and os.readlink(link) == target:
+        return False
+    _switch_link(output_dir, latest["run_id"])
+    return True
 
 
 def prune_releases(output_dir: str, keep: int) -> list[str]:
-    """Removes all but the newest `keep` releases (never the published one) and stale staging."""
+    """Removes all but the newest `keep` releases beside the current one.
+
+    Release names sort by time. A folder without a manifest is what a run killed while writing
+    left: it is removed whatever its age (one run per output folder at a time).
+    """
     releases = os.path.join(output_dir, C.RELEASES_DIR)
+    if not tf.io.gfile.isdir(releases):
+        return []
     current = current_release(output_dir)
-    removed = []
-    for stale in glob.glob(os.path.join(releases, f"{C.STAGING_PREFIX}*")):
-        shutil.rmtree(stale, ignore_errors=True)
-        removed.append(stale)
-    finished = sorted(
-        (d for d in glob.glob(os.path.join(releases, "*")) if os.path.isdir(d)),
-        key=os.path.getmtime,
-    )
-    for old in finished[: max(0, len(finished) - keep)]:
-        if current and os.path.realpath(old) == current:
-            continue
-        shutil.rmtree(old)
-        removed.append(old)
-    return removed
+    names = sorted(n.rstrip("/") for n in tf.io.gfile.listdir(releases))
+    folders = [os.path.join(releases, n) for n in names]
+    folders = [f for f in folders if f != current and tf.io.gfile.isdir(f)]
+    complete = [f for f in folders if tf.io.gfile.exists(os.path.join(f, C.MANIFEST_FILE))]
+    doomed = [f for f in folders if f not in complete] + complete[: max(0, len(complete) - keep)]
+    for folder in doomed:
+        tf.io.gfile.rmtree(folder)
+    return doomed
 
 
 def new_run_id() -> str:
@@ -205,8 +257,9 @@ def publish_if_blessed(
     Returns:
         What happened: {published, run_id, and release or kept + not_blessed_because}.
     """
-    output_dir = os.path.abspath(output_dir)
-    os.makedirs(output_dir, exist_ok=True)
+    if _is_local(output_dir):
+        output_dir = os.path.abspath(output_dir)
+    tf.io.gfile.makedirs(output_dir)
     run_id = run_id or new_run_id()
     if not blessed:
         return {
@@ -224,5 +277,6 @@ def publish_if_blessed(
         metrics,
         {"run_id": run_id, **manifest},
         keep_releases=config.keep_releases,
+        serving_model_dir=export.serving_model_path(model_uri),
     )
     return {"published": True, "run_id": run_id, "release": release}

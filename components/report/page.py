@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import html
+import io
 import os
 import shutil
 
 import matplotlib
+import tensorflow as tf
+
+from offline_recall.components.contracts import REPORT_PAGE
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def _save(fig, folder, name):
+def _save(fig, files: dict[str, bytes], name: str) -> str:
     fig.tight_layout()
-    fig.savefig(os.path.join(folder, name), dpi=90)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
     plt.close(fig)
+    files[name] = buffer.getvalue()
     return name
 
 
@@ -86,11 +92,9 @@ def write_report(
     popularity_metrics_at_k: dict[int, dict[str, float]] | None = None,
 ) -> str:
     """Writes index.html and its PNGs into `report_dir` (replaced whole); returns the page path."""
-    staging = f"{report_dir.rstrip('/')}.tmp-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    os.makedirs(staging)
+    files: dict[str, bytes] = {}
     plots, notes = _plots(
-        staging, item_counts, history_lengths, metrics_at_k, popularity_metrics_at_k, top1_scores
+        files, item_counts, history_lengths, metrics_at_k, popularity_metrics_at_k, top1_scores
     )
     metric_rows = "".join(
         f"<tr><td>{k}</td>"
@@ -113,11 +117,30 @@ td,th{{border:1px solid #ccc;padding:2px 6px;text-align:left;vertical-align:top}
 {"".join(f'<p><img src="{p}" alt="{p}"></p>' for p in plots)}
 {"".join(f"<p>{html.escape(n)}</p>" for n in notes)}
 {sections}</body></html>"""
-    with open(os.path.join(staging, "index.html"), "w", encoding="utf-8") as f:
-        f.write(page)
-    old = f"{report_dir.rstrip('/')}.old-{os.getpid()}"
-    if os.path.exists(report_dir):
-        os.rename(report_dir, old)
-    os.rename(staging, report_dir)
+    files[REPORT_PAGE] = page.encode("utf-8")
+    _write_folder(report_dir, files)
+    return os.path.join(report_dir, REPORT_PAGE)
+
+
+def _write_folder(folder: str, files: dict[str, bytes]) -> None:
+    """Replaces `folder` with exactly `files`: locally in one rename, elsewhere file by file."""
+    if "://" in folder:
+        tf.io.gfile.makedirs(folder)
+        for name, data in files.items():
+            with tf.io.gfile.GFile(os.path.join(folder, name), "wb") as f:
+                f.write(data)
+        for name in tf.io.gfile.listdir(folder):
+            if name not in files:
+                tf.io.gfile.remove(os.path.join(folder, name))
+        return
+    staging = f"{folder.rstrip('/')}.tmp-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    os.makedirs(staging)
+    for name, data in files.items():
+        with open(os.path.join(staging, name), "wb") as f:
+            f.write(data)
+    old = f"{folder.rstrip('/')}.old-{os.getpid()}"
+    if os.path.exists(folder):
+        os.rename(folder, old)
+    os.rename(staging, folder)
     shutil.rmtree(old, ignore_errors=True)
-    return os.path.join(report_dir, "index.html")
