@@ -29,3 +29,13 @@ class RecallMetrics(Artifact):
     """HR / Recall / NDCG / coverage at K on the holdout, as `metrics.json`."""
 
     TYPE_NAME = "offline_recall.Metrics"
+
+
+class ScalarMetrics(Artifact):
+    """The headline metrics as the artifact's float custom properties (hr@50, ndcg@10 ...).
+
+    Its type is KFP's `system.Metrics`, so the Kubeflow UI shows them as scalar metrics; ML
+    Metadata shows the same properties on the artifact.
+    """
+
+    TYPE_NAME = "system.Metrics"

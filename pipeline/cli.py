@@ -65,6 +65,9 @@ def _parser() -> argparse.ArgumentParser:
         "$AIRFLOW_HOME/offline-recall/output)",
     )
     compile_.add_argument(
+        "--image", help="kubeflow: the container every task runs (default offline-recall:latest)"
+    )
+    compile_.add_argument(
         "--catchup",
         action="store_true",
         help="airflow: backfill every day since the DAG's start date",
@@ -307,6 +310,7 @@ def _run_locked(args, beam_args, config, output_dir: str, run_id: str, lock) -> 
             print(note, flush=True)
             log.warning(note)
 
+        input_note = ""
         if args.input:
             input_base = args.input if "://" in args.input else os.path.abspath(args.input)
         else:
@@ -315,7 +319,11 @@ def _run_locked(args, beam_args, config, output_dir: str, run_id: str, lock) -> 
             input_base = os.path.join(output_dir, "input", "synthetic_clicks.csv")
             os.makedirs(os.path.dirname(input_base), exist_ok=True)
             facts = synthetic.generate_clicks(input_base, config.synthetic)
-            print(f"no --input: generated a synthetic click log {input_base} ({facts})", flush=True)
+            input_note = (
+                f"the built-in synthetic click log (synthetic.seed {config.synthetic.seed}: "
+                f"{facts['rows']} rows, {facts['users']} users, {facts['items']} items)"
+            )
+            print(f"no --input: generated {input_note} at {input_base}", flush=True)
 
         from offline_recall.components.ingest import sources
 
@@ -329,7 +337,9 @@ def _run_locked(args, beam_args, config, output_dir: str, run_id: str, lock) -> 
             return _bad(str(ours))
 
         try:
-            local_runner.run(input_base, output_dir, config, beam_args, run_id=run_id)
+            local_runner.run(
+                input_base, output_dir, config, beam_args, run_id=run_id, input_note=input_note
+            )
         except Exception as e:  # noqa: BLE001 - reported as one line; the traceback goes to the log
             log.error("run failed:\n%s", traceback.format_exc())
             ours = _our_error(e)
@@ -378,6 +388,8 @@ def _run_locked(args, beam_args, config, output_dir: str, run_id: str, lock) -> 
     summary["timings_seconds"] = {**progress.timings, "total": round(time.time() - started, 1)}
     common.write_json(summary_path, summary)
     _print_summary(summary, sys.stdout)
+    if input_note and summary["status"] == C.STATUS_PUBLISHED:
+        print(f"(these recalls are for {input_note}; pass --input for your own log)")
     print(
         f"done in {time.time() - started:.1f}s; output folder "
         f"{summary['housekeeping']['output_bytes'] / 2**20:.1f} MiB; summary {summary_path}, "

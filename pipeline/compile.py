@@ -40,7 +40,13 @@ def cmd_compile(args, beam_args: list[str]) -> int:
         from offline_recall.pipeline import kubeflow_runner
 
         kubeflow_runner.compile_pipeline(
-            output_file, input_base, output_dir, pipeline_root, config, beam_args
+            output_file,
+            input_base,
+            output_dir,
+            pipeline_root,
+            config,
+            beam_args,
+            image=args.image or kubeflow_runner.DEFAULT_IMAGE,
         )
     print(f"wrote {args.target} pipeline: {output_file}")
     return 0

@@ -1,19 +1,29 @@
-"""Compiles the pipeline into a Kubeflow Pipelines v2 JSON spec (KubeflowV2DagRunner).
+"""Compiles the pipeline into an open-source Kubeflow Pipelines v2 package (KubeflowV2DagRunner).
 
-Binds paths and options only. The image must hold this package installed with its constraints;
-`pipeline_root` and the input/output paths must be reachable from the cluster (e.g. gs://).
+Binds paths and options only. The package is the pipeline spec (YAML IR, which kfp's loader and
+`kfp.Client().create_run_from_pipeline_package` take), not Vertex's PipelineJob wrapper. Every task
+runs `image`; the input and the output folder are runtime parameters (`input_base`,
+`output_dir`), so one package serves every day; nothing in it names a path of the compiling
+machine (schemas are read from the image's installed package).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 
+import yaml
 from tfx import v1 as tfx
 
 from offline_recall.pipeline.config import Config
 from offline_recall.pipeline.pipeline import create_pipeline
 
+# The image when --image is not given: what `make image` builds by default.
 DEFAULT_IMAGE = "offline-recall:latest"
+# The runtime parameters of a compiled package.
+INPUT_BASE_PARAMETER = "input_base"
+OUTPUT_DIR_PARAMETER = "output_dir"
 
 
 def compile_pipeline(
@@ -25,22 +35,98 @@ def compile_pipeline(
     beam_args: list[str] | None = None,
     image: str = DEFAULT_IMAGE,
 ) -> str:
-    """Writes the KFP v2 PipelineJob JSON to `output_file` and returns its path."""
-    # Transform packages nothing here (preprocessing_fn is an installed module path), but the
-    # compiler still wants the root to exist when it is local.
-    if "://" not in pipeline_root:
-        os.makedirs(pipeline_root, exist_ok=True)
+    """Writes the KFP v2 pipeline spec to `output_file` (YAML for .yaml/.yml, else JSON).
+
+    Args:
+        output_file: the package to write.
+        input_base: the default of the `input_base` runtime parameter.
+        output_dir: the default of the `output_dir` runtime parameter.
+        pipeline_root: where TFX writes artifacts (gs://... on a cluster).
+        config: the run config, compiled into each component.
+        beam_args: Beam options of every Beam stage.
+        image: the container every task runs (see the Dockerfile).
+    """
     pipeline = create_pipeline(
         pipeline_root=pipeline_root,
-        input_base=input_base,
-        output_dir=output_dir,
+        input_base=tfx.dsl.experimental.RuntimeParameter(
+            name=INPUT_BASE_PARAMETER, ptype=str, default=input_base
+        ),
+        output_dir=tfx.dsl.experimental.RuntimeParameter(
+            name=OUTPUT_DIR_PARAMETER, ptype=str, default=output_dir
+        ),
         config=config,
         beam_pipeline_args=list(beam_args or []),
     )
-    runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
-        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image),
-        output_dir=os.path.dirname(os.path.abspath(output_file)),
-        output_filename=os.path.basename(output_file),
+    with tempfile.TemporaryDirectory() as scratch:
+        runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
+            config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image),
+            output_dir=scratch,
+            output_filename="pipeline_job.json",
+        )
+        runner.run(pipeline)
+        with open(os.path.join(scratch, "pipeline_job.json"), encoding="utf-8") as f:
+            job = json.load(f)
+    spec = pipeline_spec_of(
+        job, {INPUT_BASE_PARAMETER: input_base, OUTPUT_DIR_PARAMETER: output_dir}
     )
-    runner.run(pipeline)
+    text = (
+        yaml.safe_dump(spec, sort_keys=False)
+        if output_file.endswith((".yaml", ".yml"))
+        else json.dumps(spec, indent=2)
+    )
+    tmp = f"{output_file}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, output_file)
     return output_file
+
+
+def pipeline_spec_of(job: dict, defaults: dict[str, str]) -> dict:
+    """The PipelineSpec of a Vertex PipelineJob, in the form open-source KFP reads.
+
+    Args:
+        job: what KubeflowV2DagRunner wrote.
+        defaults: {runtime parameter: default value}, set on the root's input parameters.
+    """
+    spec = job["pipelineSpec"]
+    _modernize(spec)
+    root_parameters = spec["root"].setdefault("inputDefinitions", {}).setdefault("parameters", {})
+    for name, value in defaults.items():
+        root_parameters.setdefault(name, {"parameterType": "STRING"})["defaultValue"] = value
+    return spec
+
+
+# Parameter types: the deprecated `type` enum and the `parameterType` kfp 2 reads.
+_PARAMETER_TYPES = {"STRING": "STRING", "INT": "NUMBER_INTEGER", "DOUBLE": "NUMBER_DOUBLE"}
+_CONSTANT_KINDS = ("stringValue", "intValue", "doubleValue")
+
+
+def _modernize(node) -> None:
+    """Rewrites TFX 1.15's older IR forms in place into those kfp 2 reads.
+
+    - artifact types named by `instanceSchema` get its title as `schemaTitle` ("tfx.Examples",
+      "offline_recall.Recalls"; the artifacts still carry their properties at run time);
+    - parameter definitions' `type: STRING` becomes `parameterType: STRING`;
+    - constants `runtimeValue.constantValue.stringValue` become `runtimeValue.constant`.
+    """
+    if isinstance(node, list):
+        for value in node:
+            _modernize(value)
+        return
+    if not isinstance(node, dict):
+        return
+    artifact_type = node.get("artifactType")
+    if isinstance(artifact_type, dict) and "instanceSchema" in artifact_type:
+        schema = yaml.safe_load(artifact_type.pop("instanceSchema"))
+        artifact_type["schemaTitle"] = schema["title"]
+        artifact_type["schemaVersion"] = "0.0.1"
+    for definitions in ("inputDefinitions", "outputDefinitions"):
+        for parameter in node.get(definitions, {}).get("parameters", {}).values():
+            if "type" in parameter:
+                parameter["parameterType"] = _PARAMETER_TYPES[parameter.pop("type")]
+    runtime_value = node.get("runtimeValue")
+    if isinstance(runtime_value, dict) and "constantValue" in runtime_value:
+        constant = runtime_value.pop("constantValue")
+        runtime_value["constant"] = next(constant[k] for k in _CONSTANT_KINDS if k in constant)
+    for value in node.values():
+        _modernize(value)

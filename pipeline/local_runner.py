@@ -31,6 +31,7 @@ def run(
     config: Config,
     beam_args: list[str] | None = None,
     run_id: str = "",
+    input_note: str = "",
 ):
     """Builds and runs the pipeline locally; raises what the failing component raised."""
     p = paths(output_dir)
@@ -45,5 +46,6 @@ def run(
         ),
         beam_pipeline_args=DEFAULT_BEAM_ARGS + list(beam_args or []),
         run_id=run_id,
+        input_note=input_note,
     )
     tfx.orchestration.LocalDagRunner().run(pipeline)

@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-import os
-
 from tfx import v1 as tfx
 from tfx.proto import transform_pb2
 
-from offline_recall import schema as schema_package
 from offline_recall.components import contracts as C
 from offline_recall.components.evaluate.component import Evaluate
 from offline_recall.components.ingest.component import IngestExampleGen
 from offline_recall.components.publish.component import Publish
 from offline_recall.components.recall.component import Recall
 from offline_recall.components.report.component import Report
+from offline_recall.components.schema_import.component import PackagedSchemaGen
 from offline_recall.components.sequences.component import Sequences
 from offline_recall.pipeline.config import Config
 from offline_recall.trainer import features as F
 
-SCHEMA_DIR = os.path.dirname(os.path.abspath(schema_package.__file__))
-CLICKS_SCHEMA = os.path.join(SCHEMA_DIR, "schema.pbtxt")
-SEQUENCES_SCHEMA = os.path.join(SCHEMA_DIR, "sequences.pbtxt")
+# The schemas the package ships (schema/), by name.
+CLICKS_SCHEMA = "schema.pbtxt"
+SEQUENCES_SCHEMA = "sequences.pbtxt"
 PREPROCESSING_FN = "offline_recall.trainer.preprocessing.preprocessing_fn"
 RUN_FN = "offline_recall.trainer.task.run_fn"
 REFIT_RUN_FN = "offline_recall.trainer.task.refit_run_fn"
@@ -58,6 +56,7 @@ def create_pipeline(
     metadata_connection_config=None,
     beam_pipeline_args: list[str] | None = None,
     run_id: str = "",
+    input_note: str = "",
 ) -> tfx.dsl.Pipeline:
     """Returns the offline-recall pipeline.
 
@@ -70,25 +69,24 @@ def create_pipeline(
         beam_pipeline_args: Beam options (runner, workers...).
         run_id: the name of the release a blessed run publishes; empty = one from the clock
             when Publish runs.
+        input_note: what the input is, in words, for the manifest (the synthetic log).
     """
     refit = config.trainer.refit_on_holdout
     ingest = IngestExampleGen(input_base=input_base, config=config.ingest)
     statistics = tfx.components.StatisticsGen(examples=ingest.outputs[C.EXAMPLES_KEY])
-    clicks_schema = tfx.components.ImportSchemaGen(schema_file=CLICKS_SCHEMA)
+    clicks_schema = PackagedSchemaGen(schema_name=CLICKS_SCHEMA).with_id("ImportSchemaGen")
     validator = tfx.components.ExampleValidator(
-        statistics=statistics.outputs["statistics"], schema=clicks_schema.outputs["schema"]
+        statistics=statistics.outputs["statistics"], schema=clicks_schema.outputs[C.SCHEMA_KEY]
     )
     sequences = Sequences(
         examples=ingest.outputs[C.EXAMPLES_KEY],
         anomalies=validator.outputs["anomalies"],
         params=config.sequences_params(),
     )
-    sequences_schema = tfx.components.ImportSchemaGen(schema_file=SEQUENCES_SCHEMA).with_id(
-        "SequencesSchemaGen"
-    )
+    sequences_schema = PackagedSchemaGen(schema_name=SEQUENCES_SCHEMA).with_id("SequencesSchemaGen")
     transform = tfx.components.Transform(
         examples=sequences.outputs[C.SEQUENCES_KEY],
-        schema=sequences_schema.outputs["schema"],
+        schema=sequences_schema.outputs[C.SCHEMA_KEY],
         preprocessing_fn=PREPROCESSING_FN,
         splits_config=transform_pb2.SplitsConfig(
             analyze=[F.TRAIN_SPLIT],
@@ -149,10 +147,12 @@ def create_pipeline(
         model=serving_model,
         blessing=evaluate.outputs[C.BLESSING_KEY],
         metrics=evaluate.outputs[C.METRICS_KEY],
+        ingest_report=ingest.outputs[C.REPORT_KEY],
         output_dir=output_dir,
         input_base=input_base,
         config=config,
         run_id=run_id,
+        input_note=input_note,
     )
     report = Report(
         output_dir=output_dir,

@@ -108,3 +108,53 @@ def small_config():
 @pytest.fixture(scope="session")
 def small_log() -> dict:
     return dict(SMALL_LOG)
+
+
+def write_torn_parquet(path, rows: int = 20000) -> None:
+    """A Parquet file whose footer is intact but a page in the middle is scribbled over."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(
+        pa.table(
+            {
+                "user_id": [f"u{i % 9}" for i in range(rows)],
+                "item_id": [f"i{i % 50}" for i in range(rows)],
+                "timestamp": list(range(1_600_000_000, 1_600_000_000 + rows)),
+            }
+        ),
+        path,
+        row_group_size=2000,
+    )
+    data = bytearray(path.read_bytes())
+    data[len(data) // 3 : len(data) // 3 + 4000] = b"\x55" * 4000
+    path.write_bytes(bytes(data))
+
+
+def write_corrupt_tfrecord(path, records: int = 200) -> None:
+    """A TFRecord file of clicks with one byte flipped mid-file: a CRC mismatch there."""
+    import tensorflow as tf
+
+    from offline_recall.components import common
+
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for i in range(records):
+            writer.write(
+                common.make_example(
+                    {"user_id": [f"u{i % 9}".encode()], "item_id": [f"i{i % 50}".encode()]},
+                    {"timestamp": [1_600_000_000 + i]},
+                ).SerializeToString()
+            )
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture(scope="session")
+def broken_files():
+    """Writers of files that break off mid-way: torn_parquet(path), corrupt_tfrecord(path)."""
+    import types
+
+    return types.SimpleNamespace(
+        torn_parquet=write_torn_parquet, corrupt_tfrecord=write_corrupt_tfrecord
+    )

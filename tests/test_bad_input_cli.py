@@ -6,12 +6,8 @@ from __future__ import annotations
 import gzip
 import re
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
-import tensorflow as tf
-
-from offline_recall.components import common
+from conftest import write_corrupt_tfrecord, write_torn_parquet
 
 pytestmark = pytest.mark.e2e
 
@@ -43,37 +39,13 @@ def _repeated_column(folder):
 
 def _torn_parquet(folder):
     path = folder / "clicks.parquet"
-    n = 20000
-    pq.write_table(
-        pa.table(
-            {
-                "user_id": [f"u{i % 9}" for i in range(n)],
-                "item_id": [f"i{i % 50}" for i in range(n)],
-                "timestamp": list(range(1_600_000_000, 1_600_000_000 + n)),
-            }
-        ),
-        path,
-        row_group_size=2000,
-    )
-    data = bytearray(path.read_bytes())
-    data[len(data) // 3 : len(data) // 3 + 4000] = b"\x55" * 4000
-    path.write_bytes(bytes(data))
+    write_torn_parquet(path)
     return path, r"clicks\.parquet: unreadable"
 
 
 def _corrupt_tfrecord(folder):
     path = folder / "clicks.tfrecord"
-    with tf.io.TFRecordWriter(str(path)) as writer:
-        for i in range(200):
-            writer.write(
-                common.make_example(
-                    {"user_id": [f"u{i % 9}".encode()], "item_id": [f"i{i % 50}".encode()]},
-                    {"timestamp": [1_600_000_000 + i]},
-                ).SerializeToString()
-            )
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
+    write_corrupt_tfrecord(path)
     return path, r"clicks\.tfrecord: unreadable after record \d+"
 
 

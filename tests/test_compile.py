@@ -19,10 +19,10 @@ def test_kubeflow_spec_has_every_stage_and_refits_after_evaluate(tmp_path, cli):
     config.write_text(json.dumps({"trainer": {"refit_on_holdout": True}}))
     result = _compile(cli, "kubeflow", tmp_path / "kfp.json", "--config", str(config))
     assert result.returncode == 0, result.stderr
-    job = json.loads((tmp_path / "kfp.json").read_text())
-    tasks = job["pipelineSpec"]["root"]["dag"]["tasks"]
+    spec = json.loads((tmp_path / "kfp.json").read_text())
+    tasks = spec["root"]["dag"]["tasks"]
     assert set(tasks) == set(STAGES)
-    assert job["pipelineSpec"]["pipelineInfo"]["name"] == "offline-recall"
+    assert spec["pipelineInfo"]["name"] == "offline-recall"
     # Refit has no data edge to Evaluate; the ordering edge must survive compilation.
     assert "Evaluate" in tasks["Refit"]["dependentTasks"]
     assert "Refit" in tasks["RecallServing"]["dependentTasks"]
@@ -33,9 +33,45 @@ def test_without_refit_there_is_no_refit_stage(tmp_path, cli):
     config.write_text(json.dumps({"trainer": {"refit_on_holdout": False}}))
     result = _compile(cli, "kubeflow", tmp_path / "kfp.json", "--config", str(config))
     assert result.returncode == 0, result.stderr
-    tasks = json.loads((tmp_path / "kfp.json").read_text())["pipelineSpec"]["root"]["dag"]["tasks"]
+    tasks = json.loads((tmp_path / "kfp.json").read_text())["root"]["dag"]["tasks"]
     assert set(tasks) == set(STAGES) - {"Refit"}
     assert "Trainer" in tasks["RecallServing"]["dependentTasks"]
+
+
+def test_kubeflow_package_loads_in_kfp_runs_the_image_and_names_no_local_path(tmp_path, cli):
+    package = tmp_path / "offline-recall.yaml"
+    image = "registry.example/offline-recall:0.1.0"
+    result = _compile(
+        cli,
+        "kubeflow",
+        package,
+        "--image",
+        image,
+        "--input",
+        "gs://bucket/clicks",
+        "--output-dir",
+        "gs://bucket/out",
+        "--pipeline-root",
+        "gs://bucket/root",
+    )
+    assert result.returncode == 0, result.stderr
+    text = package.read_text()
+    for local in (str(tmp_path), os.getcwd(), os.path.expanduser("~"), "/tmp/", "site-packages"):
+        assert local not in text, local
+    check = (
+        "import json, kfp\n"
+        f"c = kfp.components.load_component_from_file({str(package)!r})\n"
+        "images = [e['container']['image'] for e in\n"
+        "    c.pipeline_spec.deployment_spec['executors'].values()]\n"
+        "print(json.dumps({'inputs': {k: v.default for k, v in c.component_spec.inputs.items()},\n"
+        "  'images': images, 'tasks': sorted(c.pipeline_spec.root.dag.tasks)}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    facts = json.loads(out.stdout.strip().splitlines()[-1])
+    assert facts["inputs"] == {"input_base": "gs://bucket/clicks", "output_dir": "gs://bucket/out"}
+    assert set(facts["images"]) == {image} and len(facts["images"]) == len(facts["tasks"])
+    assert set(facts["tasks"]) == set(STAGES) - {"Refit"}
 
 
 def _airflow_env(tmp_path, dags):

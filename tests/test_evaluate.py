@@ -101,3 +101,20 @@ def test_finalize_adds_recall_and_coverage_at_every_k():
 def test_blessing_k_is_always_evaluated():
     assert EvaluateConfig(ks=(5, 10)).metric_ks() == (5, 10, 50)
     assert EvaluateConfig(ks=(100, 50)).metric_ks() == (50, 100)
+
+
+def test_headline_metrics_for_the_kfp_and_mlmd_uis():
+    metrics = {
+        "ks": [10, 50],
+        "model": {"hr@10": 0.2, "ndcg@10": 0.1, "hr@50": 0.5, "coverage@50": 0.9, "users": 4},
+        "popularity": {"hr@50": 0.3},
+        "blessed": True,
+    }
+    assert logic.headline_metrics(metrics) == {
+        "blessed": 1.0,
+        "hr@10": 0.2,
+        "ndcg@10": 0.1,
+        "hr@50": 0.5,
+        "coverage@50": 0.9,
+        "popularity_hr@50": 0.3,
+    }

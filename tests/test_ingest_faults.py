@@ -120,37 +120,16 @@ def test_a_truncated_gzip_names_the_file_and_where_it_broke(tmp_path):
         _ingest(tmp_path, path)
 
 
-def test_a_corrupt_tfrecord_names_the_record(tmp_path):
+def test_a_corrupt_tfrecord_names_the_record(tmp_path, broken_files):
     path = tmp_path / "clicks.tfrecord"
-    with tf.io.TFRecordWriter(str(path)) as writer:
-        for i in range(50):
-            writer.write(
-                common.make_example(
-                    {"user_id": [b"u"], "item_id": [f"i{i}".encode()]},
-                    {"timestamp": [1_600_000_000 + i]},
-                ).SerializeToString()
-            )
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF  # flip a byte mid-file: a CRC mismatch
-    path.write_bytes(bytes(data))
+    broken_files.corrupt_tfrecord(path)
     with pytest.raises(IngestError, match=r"clicks\.tfrecord: unreadable after record \d+"):
         _ingest(tmp_path, path)
 
 
-def test_a_torn_parquet_file_is_named(tmp_path):
+def test_a_torn_parquet_file_is_named(tmp_path, broken_files):
     path = tmp_path / "clicks.parquet"
-    table = pa.table(
-        {
-            "user_id": [f"u{i}" for i in range(20000)],
-            "item_id": [f"i{i}" for i in range(20000)],
-            "timestamp": list(range(1_600_000_000, 1_600_020_000)),
-        }
-    )
-    pq.write_table(table, path, row_group_size=2000)
-    data = bytearray(path.read_bytes())
-    for offset in range(len(data) // 3, len(data) // 3 + 4000):
-        data[offset] = 0x55  # scribble over a page in the middle, footer intact
-    path.write_bytes(bytes(data))
+    broken_files.torn_parquet(path)
     with pytest.raises(IngestError, match=r"clicks\.parquet: unreadable"):
         _ingest(tmp_path, path)
 

@@ -139,3 +139,16 @@ def test_publish_report_and_baseline_on_a_filesystem_that_is_not_the_local_disk(
     with tf.io.gfile.GFile(page) as f:
         assert "0.5000" in f.read()
     assert not os.path.exists("ram:")
+
+
+def test_the_model_fingerprint_follows_the_model_files():
+    files = {
+        "user_model/saved_model.pb": {"sha256": "a"},
+        "user_model/variables/v": {"sha256": "b"},
+        "recalls/part-00000.parquet": {"sha256": "c"},
+    }
+    fingerprint = logic.model_fingerprint(files)
+    assert fingerprint == logic.model_fingerprint(dict(reversed(list(files.items()))))
+    changed = {**files, "user_model/variables/v": {"sha256": "x"}}
+    assert logic.model_fingerprint(changed) != fingerprint
+    assert logic.model_fingerprint({"recalls/p": {"sha256": "c"}}) is None

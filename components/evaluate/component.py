@@ -23,6 +23,7 @@ class EvaluateSpec(component_spec.ComponentSpec):
     OUTPUTS = {
         C.METRICS_KEY: component_spec.ChannelParameter(type=artifacts.RecallMetrics),
         C.BLESSING_KEY: component_spec.ChannelParameter(type=standard_artifacts.ModelBlessing),
+        C.SCALAR_METRICS_KEY: component_spec.ChannelParameter(type=artifacts.ScalarMetrics),
     }
 
 
@@ -40,5 +41,6 @@ class Evaluate(base_beam_component.BaseBeamComponent):
                 output_dir=output_dir,
                 metrics=channel_utils.as_channel([artifacts.RecallMetrics()]),
                 blessing=channel_utils.as_channel([standard_artifacts.ModelBlessing()]),
+                scalar_metrics=channel_utils.as_channel([artifacts.ScalarMetrics()]),
             )
         )

@@ -31,3 +31,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             output_dir,
         )
         blessing.set_int_custom_property(C.BLESSED_PROPERTY, int(metrics["blessed"]))
+        # The headline numbers where the KFP and ML Metadata UIs show them.
+        for artifact_key in (C.METRICS_KEY, C.SCALAR_METRICS_KEY):
+            artifact = artifact_utils.get_single_instance(output_dict[artifact_key])
+            for name, value in logic.headline_metrics(metrics).items():
+                artifact.set_float_custom_property(name, value)

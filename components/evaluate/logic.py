@@ -192,6 +192,20 @@ def bless(
     return not reasons, reasons
 
 
+def headline_metrics(metrics: dict) -> dict[str, float]:
+    """{hr@K, ndcg@K, coverage@K, popularity_hr@K} at every K, and `blessed` as 0/1."""
+    headline = {"blessed": float(metrics["blessed"])}
+    for k in metrics["ks"]:
+        for name in ("hr", "ndcg", "coverage"):
+            key = C.metric_key(name, k)
+            if key in metrics["model"]:
+                headline[key] = float(metrics["model"][key])
+        key = C.metric_key("hr", k)
+        if key in metrics["popularity"]:
+            headline[f"popularity_{key}"] = float(metrics["popularity"][key])
+    return headline
+
+
 def previous_metrics(output_dir: str) -> dict | None:
     """The metrics of the release LATEST points to, or None before the first publish."""
     latest = common.read_latest(output_dir)

@@ -18,12 +18,16 @@ class PublishSpec(component_spec.ComponentSpec):
         C.RUN_CONFIG_KEY: component_spec.ExecutionParameter(type=str),
         # The release's name: the run id the caller printed; empty = one from the clock.
         C.RUN_ID_KEY: component_spec.ExecutionParameter(type=str, optional=True),
+        # What the input is, in words, when the path does not say (the built-in synthetic log).
+        C.INPUT_NOTE_KEY: component_spec.ExecutionParameter(type=str, optional=True),
     }
     INPUTS = {
         C.RECALLS_KEY: component_spec.ChannelParameter(type=artifacts.Recalls),
         C.MODEL_KEY: component_spec.ChannelParameter(type=standard_artifacts.Model),
         C.BLESSING_KEY: component_spec.ChannelParameter(type=standard_artifacts.ModelBlessing),
         C.METRICS_KEY: component_spec.ChannelParameter(type=artifacts.RecallMetrics),
+        # Ingest's counts: the spans the release was built from go into its manifest.
+        C.INGEST_REPORT_KEY: component_spec.ChannelParameter(type=artifacts.StageReport),
     }
     OUTPUTS = {
         C.RELEASE_KEY: component_spec.ChannelParameter(type=artifacts.StageReport),
@@ -41,10 +45,12 @@ class Publish(base_component.BaseComponent):
         model,
         blessing,
         metrics,
+        ingest_report,
         output_dir: str,
         input_base: str,
         config: Config,
         run_id: str = "",
+        input_note: str = "",
     ):
         """`config` is the whole run's: Publish reads its `publish` section and records the
         rest in the release's manifest."""
@@ -54,11 +60,13 @@ class Publish(base_component.BaseComponent):
                 model=model,
                 blessing=blessing,
                 metrics=metrics,
+                ingest_report=ingest_report,
                 output_dir=output_dir,
                 input_base=input_base,
                 custom_config=config.publish.to_json(),
                 run_config=config.to_json(),
                 run_id=run_id,
+                input_note=input_note,
                 release=channel_utils.as_channel([artifacts.StageReport()]),
             )
         )

@@ -27,6 +27,10 @@ class Executor(base_executor.BaseExecutor):
             common.read_json(os.path.join(metrics_uri, C.METRICS_FILE)),
             {
                 "input": exec_properties[C.INPUT_BASE_KEY],
+                "input_note": exec_properties.get(C.INPUT_NOTE_KEY) or "",
+                "input_spans": common.read_summary(
+                    artifact_utils.get_single_uri(input_dict[C.INGEST_REPORT_KEY])
+                )["spans"],
                 "config": json.loads(exec_properties[C.RUN_CONFIG_KEY]),
             },
             PublishConfig.from_json(exec_properties[C.CONFIG_KEY]),

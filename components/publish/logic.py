@@ -14,6 +14,8 @@ and a run that fails or is killed before that changes nothing a consumer reads.
 from __future__ import annotations
 
 import datetime
+import hashlib
+import json
 import os
 
 import pyarrow as pa
@@ -67,6 +69,15 @@ def describe_files(folder: str) -> dict[str, dict]:
                     entry["rows"] = pq.ParquetFile(pa.BufferReader(f.read())).metadata.num_rows
             files[relative] = entry
     return dict(sorted(files.items()))
+
+
+def model_fingerprint(files: dict[str, dict]) -> str | None:
+    """sha256 over the user model's files (path and content hash), or None without one."""
+    prefix = f"{C.RELEASE_MODEL_DIR}/"
+    entries = sorted((p, e["sha256"]) for p, e in files.items() if p.startswith(prefix))
+    if not entries:
+        return None
+    return hashlib.sha256(json.dumps(entries).encode()).hexdigest()
 
 
 def verify_release(folder: str) -> None:
@@ -171,7 +182,13 @@ def publish_release(
     if serving_model_dir:
         copy_tree(serving_model_dir, os.path.join(release, C.RELEASE_MODEL_DIR))
     common.write_json(os.path.join(release, C.METRICS_FILE), metrics)
-    manifest = {**manifest, "rows": counts, "files": describe_files(release)}
+    files = describe_files(release)
+    manifest = {
+        **manifest,
+        "rows": counts,
+        "files": files,
+        "model_fingerprint": model_fingerprint(files),
+    }
     common.write_json(os.path.join(release, C.MANIFEST_FILE), manifest)
     verify_release(release)
     common.failpoint("publish:written")
