@@ -571,7 +571,8 @@ def _read_text(path: str) -> str:
     if path == "-":
         return sys.stdin.read()
     if "://" not in path:
-        if not os.path.isfile(path):
+        # Not isfile: a shell's <(...) is a pipe, and a fine config.
+        if not os.path.exists(path) or os.path.isdir(path):
             raise ConfigError(f"config file not found: {path}")
         with open(path, encoding="utf-8") as f:
             return f.read()

@@ -433,6 +433,12 @@ _BROKEN_FILE = (
 )
 
 
+def _tf_message(message: str) -> str:
+    """A TF op error without the op plumbing around it ({{function_node ...}}, [Op:...])."""
+    message = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", message)
+    return re.sub(r"\s*\[Op:[^\]]*\].*$", "", message, flags=re.S).strip()
+
+
 def read_file(f: InputFile, row_ok: Callable[[dict], bool] | None = None) -> Iterator[dict]:
     """Yields every raw record of one input file.
 
@@ -447,7 +453,7 @@ def read_file(f: InputFile, row_ok: Callable[[dict], bool] | None = None) -> Ite
             last = record["row_number"] + record["lines"] - 1
             yield record
     except _BROKEN_FILE as e:
-        detail = e.message if isinstance(e, tf.errors.OpError) else str(e)
+        detail = _tf_message(e.message) if isinstance(e, tf.errors.OpError) else str(e)
         where = f"after {unit} {last}" if last else "before its first row"
         message = (
             str(e) if isinstance(e, IngestError) else f"{f.path}: unreadable {where}: {detail}"
