@@ -38,6 +38,7 @@ WRITE_REFIT_SPLIT_KEY = "write_refit_split"
 FAIL_ON_ANOMALIES_KEY = "fail_on_anomalies"
 SCHEMA_NAME_KEY = "schema_name"
 RUN_ID_KEY = "run_id"
+RUN_DATE_KEY = "run_date"
 RUN_CONFIG_KEY = "run_config"  # the whole run config, recorded in the manifest, never read
 
 # --- Files inside artifacts. ---

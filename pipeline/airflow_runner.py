@@ -49,6 +49,8 @@ COMMAND = (
     + shlex.quote(PYTHON) + " -m offline_recall.pipeline.cli run --config -"
     + " --output " + shlex.quote(OUTPUT)
     + (" --input " + shlex.quote(INPUT) if INPUT else "")
+    # Airflow's run date is the run's: the day folder it ends at, the events it keeps.
+    + " --date {{{{ ds }}}}"
     + ((" -- " + " ".join(shlex.quote(a) for a in BEAM_ARGS)) if BEAM_ARGS else "")
 )
 

@@ -1,7 +1,8 @@
 """`offline-recall`: run the pipeline locally, or compile it for Kubeflow / Airflow.
 
-offline-recall run --output DIR [--input PATH] [--config FILE] [-- beam args]
-offline-recall compile --target kubeflow|airflow --output FILE [--input PATH] [--config FILE]
+offline-recall run --output DIR [--input PATH] [--date YYYY-MM-DD] [--config FILE] [-- beam args]
+offline-recall compile --target kubeflow|airflow --output FILE [--input URI] [--output-dir URI]
+    [--pipeline-root URI] [--image IMG] [--config FILE]
 """
 
 from __future__ import annotations
@@ -45,6 +46,11 @@ def _parser() -> argparse.ArgumentParser:
         "--input",
         help="click log: a CSV/Parquet/TFRecord file or a folder of daily YYYY-MM-DD/ spans; "
         "without it, a seeded synthetic click log is generated and used",
+    )
+    run.add_argument(
+        "--date",
+        help="the run date, YYYY-MM-DD: with daily YYYY-MM-DD/ folders, the newest day read "
+        "(default: the newest folder); events after it are out of the window",
     )
     run.add_argument(
         "--config",
@@ -328,17 +334,34 @@ def _run_locked(args, beam_args, config, output_dir: str, run_id: str, lock) -> 
         from offline_recall.components.ingest import sources
 
         try:
-            sources.preflight(input_base, config.ingest.max_spans)
+            files, window = sources.preflight(
+                input_base, config.ingest.max_spans, args.date, config.ingest.window_days
+            )
         except Exception as e:  # noqa: BLE001 - only our own errors are printed as one line
             ours = _our_error(e)
             if ours is None:
                 raise
             _write_failure(output_dir, run_id, "IngestExampleGen", str(ours), {})
             return _bad(str(ours))
+        if window.run_date:
+            spans = sorted({f.span for f in files})
+            how = "given" if args.date else "the newest day folder"
+            days = f"from {window.first_day}" if window.first_day else "all history"
+            print(
+                f"run date {window.run_date} ({how}); window: {days}; "
+                f"{len(spans)} span(s) {spans[0]}..{spans[-1]}",
+                flush=True,
+            )
 
         try:
             local_runner.run(
-                input_base, output_dir, config, beam_args, run_id=run_id, input_note=input_note
+                input_base,
+                output_dir,
+                config,
+                beam_args,
+                run_id=run_id,
+                input_note=input_note,
+                run_date=window.run_date or "",
             )
         except Exception as e:  # noqa: BLE001 - reported as one line; the traceback goes to the log
             log.error("run failed:\n%s", traceback.format_exc())

@@ -179,6 +179,9 @@ class IngestConfig(Section):
     now: int | None = None
     # For a folder of daily YYYY-MM-DD/ spans: read only the newest N spans (null = all).
     max_spans: int | None = None
+    # The days, ending at the run date, a run trains on: the day folders (spans) it reads, and
+    # the events it keeps (null = all history). Events after the run date are out of the window.
+    window_days: int | None = None
     # The unit of epoch timestamps: "s", "ms", "us", or "auto" = from each value's magnitude
     # (below 1e11 seconds, below 1e14 milliseconds, below 1e17 microseconds); the summary counts
     # the units found. ISO 8601 strings are read as such whatever this says.
@@ -199,12 +202,14 @@ class IngestConfig(Section):
             self.future_tolerance_seconds,
         )
         _require(self.now is None or self.now >= 0, self.key("now"), "must be >= 0", self.now)
-        _require(
-            self.max_spans is None or self.max_spans >= 1,
-            self.key("max_spans"),
-            "must be null or an integer >= 1",
-            self.max_spans,
-        )
+        for name in ("max_spans", "window_days"):
+            value = getattr(self, name)
+            _require(
+                value is None or value >= 1,
+                self.key(name),
+                "must be null or an integer >= 1",
+                value,
+            )
 
 
 @dataclasses.dataclass(frozen=True)

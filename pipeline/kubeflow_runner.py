@@ -2,8 +2,8 @@
 
 Binds paths and options only. The package is the pipeline spec (YAML IR, which kfp's loader and
 `kfp.Client().create_run_from_pipeline_package` take), not Vertex's PipelineJob wrapper. Every task
-runs `image`; the input and the output folder are runtime parameters (`input_base`,
-`output_dir`), so one package serves every day; nothing in it names a path of the compiling
+runs `image`; the input, the output folder and the run date are runtime parameters
+(`input_base`, `output_dir`, `run_date`), so one package serves every day; nothing in it names a path of the compiling
 machine (schemas are read from the image's installed package).
 """
 
@@ -24,6 +24,7 @@ DEFAULT_IMAGE = "offline-recall:latest"
 # The runtime parameters of a compiled package.
 INPUT_BASE_PARAMETER = "input_base"
 OUTPUT_DIR_PARAMETER = "output_dir"
+RUN_DATE_PARAMETER = "run_date"  # YYYY-MM-DD; empty: the newest day folder
 
 
 def compile_pipeline(
@@ -56,6 +57,9 @@ def compile_pipeline(
         ),
         config=config,
         beam_pipeline_args=list(beam_args or []),
+        run_date=tfx.dsl.experimental.RuntimeParameter(
+            name=RUN_DATE_PARAMETER, ptype=str, default=""
+        ),
     )
     with tempfile.TemporaryDirectory() as scratch:
         runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
@@ -67,7 +71,12 @@ def compile_pipeline(
         with open(os.path.join(scratch, "pipeline_job.json"), encoding="utf-8") as f:
             job = json.load(f)
     spec = pipeline_spec_of(
-        job, {INPUT_BASE_PARAMETER: input_base, OUTPUT_DIR_PARAMETER: output_dir}
+        job,
+        {
+            INPUT_BASE_PARAMETER: input_base,
+            OUTPUT_DIR_PARAMETER: output_dir,
+            RUN_DATE_PARAMETER: "",
+        },
     )
     text = (
         yaml.safe_dump(spec, sort_keys=False)

@@ -32,6 +32,7 @@ def run(
     beam_args: list[str] | None = None,
     run_id: str = "",
     input_note: str = "",
+    run_date: str = "",
 ):
     """Builds and runs the pipeline locally; raises what the failing component raised."""
     p = paths(output_dir)
@@ -47,5 +48,6 @@ def run(
         beam_pipeline_args=DEFAULT_BEAM_ARGS + list(beam_args or []),
         run_id=run_id,
         input_note=input_note,
+        run_date=run_date,
     )
     tfx.orchestration.LocalDagRunner().run(pipeline)

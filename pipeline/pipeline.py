@@ -57,6 +57,7 @@ def create_pipeline(
     beam_pipeline_args: list[str] | None = None,
     run_id: str = "",
     input_note: str = "",
+    run_date="",
 ) -> tfx.dsl.Pipeline:
     """Returns the offline-recall pipeline.
 
@@ -70,9 +71,10 @@ def create_pipeline(
         run_id: the name of the release a blessed run publishes; empty = one from the clock
             when Publish runs.
         input_note: what the input is, in words, for the manifest (the synthetic log).
+        run_date: YYYY-MM-DD (a str or a RuntimeParameter); empty: the newest day folder.
     """
     refit = config.trainer.refit_on_holdout
-    ingest = IngestExampleGen(input_base=input_base, config=config.ingest)
+    ingest = IngestExampleGen(input_base=input_base, config=config.ingest, run_date=run_date)
     statistics = tfx.components.StatisticsGen(examples=ingest.outputs[C.EXAMPLES_KEY])
     clicks_schema = PackagedSchemaGen(schema_name=CLICKS_SCHEMA).with_id("ImportSchemaGen")
     validator = tfx.components.ExampleValidator(

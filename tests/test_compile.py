@@ -69,7 +69,11 @@ def test_kubeflow_package_loads_in_kfp_runs_the_image_and_names_no_local_path(tm
     out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     facts = json.loads(out.stdout.strip().splitlines()[-1])
-    assert facts["inputs"] == {"input_base": "gs://bucket/clicks", "output_dir": "gs://bucket/out"}
+    assert facts["inputs"] == {
+        "input_base": "gs://bucket/clicks",
+        "output_dir": "gs://bucket/out",
+        "run_date": "",
+    }
     assert set(facts["images"]) == {image} and len(facts["images"]) == len(facts["tasks"])
     assert set(facts["tasks"]) == set(STAGES) - {"Refit"}
 
@@ -114,6 +118,7 @@ def test_airflow_dag_parses_fast_without_tensorflow(tmp_path, cli):
     assert facts["max_active_runs"] == 1 and facts["catchup"] is False
     assert facts["retries"] >= 1 and facts["retry_delay"] > 0
     assert str(tmp_path / "out") in facts["command"] and "--config -" in facts["command"]
+    assert "--date {{ ds }}" in facts["command"]
 
 
 @pytest.mark.e2e

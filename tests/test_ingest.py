@@ -206,7 +206,7 @@ def _keep(values, results, name):
 
 
 def test_every_bad_row_kind_is_counted_exactly(tmp_path, awkward_user, awkward_item):
-    files = sources.preflight(_bad_input(tmp_path, awkward_user, awkward_item), None)
+    files, _ = sources.preflight(_bad_input(tmp_path, awkward_user, awkward_item), None)
     _STORE.clear()
     _run_ingest(files)
     reasons = dict(_STORE["reasons"])
@@ -279,12 +279,12 @@ def test_parquet_tfrecord_and_spans(tmp_path):
             ).SerializeToString()
         )
     (day2 / "_SUCCESS").write_text("")
-    files = sources.preflight(str(tmp_path / "logs"), None)
+    files, _ = sources.preflight(str(tmp_path / "logs"), None)
     assert [(os.path.basename(f.path), f.span) for f in files] == [
         ("a.parquet", 19723),
         ("b.tfrecord.gz", 19724),
     ]
-    assert [f.path for f in sources.discover(str(tmp_path / "logs"), max_spans=1)] == [
+    assert [f.path for f in sources.discover(str(tmp_path / "logs"), max_spans=1)[0]] == [
         files[1].path
     ]
     _STORE.clear()
@@ -306,7 +306,7 @@ def test_input_order_follows_file_rank_then_row(tmp_path):
 def test_beam_transform_assert_that(tmp_path):
     path = tmp_path / "c.csv"
     _write_csv(path, ["user_id", "item_id", "timestamp"], [["u", "i", "5"], ["u", "i", "5"]])
-    files = sources.preflight(str(path), None)
+    files, _ = sources.preflight(str(path), None)
     with TestPipeline() as p:
         out = p | beam.Create(files) | rows.IngestClicks(256, NOW)
         assert_that(out["duplicates"], equal_to([1]), label="Dups")

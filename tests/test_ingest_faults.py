@@ -22,11 +22,12 @@ NOW = 1_800_000_000
 
 def _ingest(tmp_path, path, **config):
     """Runs the real ingest function on `path`; returns (summary, quarantined records)."""
-    files = sources.preflight(str(path), None)
+    files, window = sources.preflight(str(path), None)
     out = tmp_path / "out"
     summary = logic.ingest_clicks(
         beam.Pipeline,
         files,
+        window,
         IngestConfig(**{"now": NOW, "max_bad_fraction": 0.5, **config}),
         str(out / "examples"),
         str(out / "quarantine"),
@@ -217,7 +218,7 @@ def test_preflight_and_reading_work_off_the_local_disk(tmp_path):
                 {"user_id": [b"u4"], "item_id": [b"i4"]}, {"timestamp": [1600000003]}
             ).SerializeToString()
         )
-    files = sources.preflight(root, None)
+    files, _ = sources.preflight(root, None)
     assert [(f.path.rsplit("/", 1)[1], f.span) for f in files] == [
         ("a.csv", 19723),
         ("b.csv.gz", 19724),
@@ -229,3 +230,61 @@ def test_preflight_and_reading_work_off_the_local_disk(tmp_path):
     assert [r["lines"] for r in records] == [1, 2, 1, 2, 1, 1]
     with pytest.raises(IngestError, match="input does not exist"):
         sources.preflight(f"{root}/nope", None)
+
+
+def _day_folders(root, days: dict[str, str]) -> str:
+    for day, body in days.items():
+        (root / day).mkdir(parents=True)
+        (root / day / "clicks.csv").write_text("user_id,item_id,timestamp\n" + body)
+    return str(root)
+
+
+def test_the_run_date_picks_the_day_folders_of_its_window(tmp_path):
+    root = _day_folders(
+        tmp_path / "logs",
+        {
+            "2024-01-01": "u1,i1,1704067200\n",
+            "2024-01-02": "u1,i2,1704153600\n",
+            "2024-01-03": "u1,i3,1704240000\n",
+        },
+    )
+    files, window = sources.preflight(root, None)
+    assert window.run_date == "2024-01-03" and window.first_day is None  # the newest folder
+    assert [f.span for f in files] == [19723, 19724, 19725]
+    files, window = sources.preflight(root, None, "2024-01-02", 1)
+    assert [f.span for f in files] == [19724] and window.first_day == "2024-01-02"
+    files, _ = sources.preflight(root, None, "2024-01-03", 2)
+    assert [f.span for f in files] == [19724, 19725]
+    with pytest.raises(IngestError, match=r"no day folder 2024-01-05/ for the run date"):
+        sources.preflight(root, None, "2024-01-05")
+    with pytest.raises(IngestError, match=r"--date '2024-1-5': not a date"):
+        sources.preflight(root, None, "2024-1-5")
+    (tmp_path / "logs" / "2024-01-04").mkdir()
+    with pytest.raises(IngestError, match=r"2024-01-04: the run date's day folder holds no data"):
+        sources.preflight(root, None, "2024-01-04")
+
+
+def test_events_after_the_run_date_are_out_of_the_window_not_quarantined(tmp_path):
+    day = 1_704_067_200  # 2024-01-01T00:00:00Z
+    root = _day_folders(
+        tmp_path / "logs",
+        {
+            "2024-01-01": f"u1,i1,{day}\nu1,i2,{day + 86_399}\n",
+            # A late file: one event of the next day, one of the day after the run date.
+            "2024-01-02": f"u1,i3,{day + 86_400}\nu2,i4,{day + 2 * 86_400}\n",
+        },
+    )
+    files, window = sources.preflight(root, None, "2024-01-02")
+    out = tmp_path / "out"
+    summary = logic.ingest_clicks(
+        beam.Pipeline,
+        files,
+        window,
+        IngestConfig(now=0),  # with a run date, nothing is "future"
+        str(out / "examples"),
+        str(out / "quarantine"),
+        str(out / "summary.json"),
+    )
+    assert summary["rows_read"] == 4 and summary["rows_valid"] == 4
+    assert summary["rows_quarantined"] == 0 and summary["rows_out_of_window"] == 1
+    assert summary["rows_written"] == 3 and summary["run_date"] == "2024-01-02"

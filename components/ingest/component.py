@@ -18,6 +18,8 @@ class IngestExampleGenSpec(component_spec.ComponentSpec):
     PARAMETERS = {
         C.INPUT_BASE_KEY: component_spec.ExecutionParameter(type=str),
         C.CONFIG_KEY: component_spec.ExecutionParameter(type=str),
+        # YYYY-MM-DD; empty: the newest day folder (or no end for a single file).
+        C.RUN_DATE_KEY: component_spec.ExecutionParameter(type=str, optional=True),
     }
     INPUTS = {}
     OUTPUTS = {
@@ -31,11 +33,12 @@ class IngestExampleGen(base_beam_component.BaseBeamComponent):
     SPEC_CLASS = IngestExampleGenSpec
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
 
-    def __init__(self, input_base: str, config: IngestConfig):
+    def __init__(self, input_base: str, config: IngestConfig, run_date=""):
         super().__init__(
             spec=IngestExampleGenSpec(
                 input_base=input_base,
                 custom_config=config.to_json(),
+                run_date=run_date,
                 examples=channel_utils.as_channel([standard_artifacts.Examples()]),
                 quarantine=channel_utils.as_channel([artifacts.Quarantine()]),
                 report=channel_utils.as_channel([artifacts.StageReport()]),

@@ -18,16 +18,27 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     def Do(self, input_dict, output_dict, exec_properties) -> None:  # noqa: N802
         config = IngestConfig.from_json(exec_properties[C.CONFIG_KEY])
         input_base = exec_properties[C.INPUT_BASE_KEY]
-        files = sources.preflight(input_base, config.max_spans)
+        files, window = sources.preflight(
+            input_base,
+            config.max_spans,
+            exec_properties.get(C.RUN_DATE_KEY) or None,
+            config.window_days,
+        )
         examples = artifact_utils.get_single_instance(output_dict[C.EXAMPLES_KEY])
         examples.split_names = artifact_utils.encode_split_names([F.INGEST_SPLIT])
         examples_utils.set_payload_format(examples, example_gen_pb2.FORMAT_TF_EXAMPLE)
         examples.set_string_custom_property("file_format", "tfrecords_gzip")
         examples.set_string_custom_property(C.INPUT_BASE_KEY, input_base)
+        # TFX's span semantics: the artifact's span is the newest it holds; the range and the run
+        # date say which days a model downstream saw.
         examples.span = max(f.span for f in files)
+        examples.set_int_custom_property("span_start", min(f.span for f in files))
+        examples.set_int_custom_property("span_end", max(f.span for f in files))
+        examples.set_string_custom_property(C.RUN_DATE_KEY, window.run_date or "")
         logic.ingest_clicks(
             self._make_beam_pipeline,
             files,
+            window,
             config,
             common.split_uri(examples.uri, F.INGEST_SPLIT),
             artifact_utils.get_single_uri(output_dict[C.QUARANTINE_KEY]),

@@ -17,9 +17,14 @@ from offline_recall.components.contracts import QUARANTINE_PREFIX
 from offline_recall.components.ingest import rows, sources
 from offline_recall.pipeline.config import IngestConfig
 
+# With a run date, nothing is "future": events after the run date are out of the window.
+NO_FUTURE_LIMIT = 2**62
 
-def latest_allowed_timestamp(config: IngestConfig) -> int:
+
+def latest_allowed_timestamp(config: IngestConfig, window: sources.Window) -> int:
     """The newest timestamp a row may have: "now" (or the wall clock) plus the tolerance."""
+    if window.run_date:
+        return NO_FUTURE_LIMIT
     now = config.now if config.now is not None else int(time.time())
     return now + config.future_tolerance_seconds
 
@@ -27,6 +32,7 @@ def latest_allowed_timestamp(config: IngestConfig) -> int:
 def ingest_clicks(
     make_pipeline: Callable[[], beam.Pipeline],
     files: list[sources.InputFile],
+    window: sources.Window,
     config: IngestConfig,
     examples_dir: str,
     quarantine_dir: str,
@@ -37,6 +43,8 @@ def ingest_clicks(
     Args:
         make_pipeline: returns the Beam pipeline to run the steps in.
         files: what `sources.preflight` found.
+        window: the run's days (from `sources.preflight`): valid rows outside are counted as
+            out of the window and not written.
         config: the `ingest` section.
         examples_dir: the folder of the clicks split (GZIP TFRecords of tf.Example).
         quarantine_dir: the folder of the quarantined rows (JSON lines).
@@ -56,7 +64,10 @@ def ingest_clicks(
             | "Reshuffle" >> beam.Reshuffle()
             | "IngestClicks"
             >> rows.IngestClicks(
-                config.max_id_bytes, latest_allowed_timestamp(config), config.timestamp_unit
+                config.max_id_bytes,
+                latest_allowed_timestamp(config, window),
+                config.timestamp_unit,
+                window.bounds_micros(),
             )
         )
         _ = result["examples"] | "WriteExamples" >> beam.io.WriteToTFRecord(
@@ -72,7 +83,7 @@ def ingest_clicks(
         )
         _ = pipeline | "WriteSummary" >> common.WriteJsonOnce(
             summary_path,
-            functools.partial(rows.summarize, files),
+            functools.partial(rows.summarize, files, window=window),
             valid_per_file=beam.pvalue.AsDict(result["valid_per_file"]),
             quarantined_per_file=beam.pvalue.AsDict(result["quarantined_per_file"]),
             reasons=beam.pvalue.AsDict(result["reasons"]),

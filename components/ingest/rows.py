@@ -265,10 +265,17 @@ class ReadAndValidateFn(beam.DoFn):
     the file off, if one did.
     """
 
-    def __init__(self, max_id_bytes: int, latest_allowed: int, timestamp_unit: str):
+    def __init__(
+        self,
+        max_id_bytes: int,
+        latest_allowed: int,
+        timestamp_unit: str,
+        window: tuple[int | None, int | None] = (None, None),
+    ):
         self._max_id_bytes = max_id_bytes
         self._latest_allowed = latest_allowed
         self._timestamp_unit = timestamp_unit
+        self._window = window
         self._read = beam.metrics.Metrics.counter("ingest", "rows_read")
         self._by_reason = {r: beam.metrics.Metrics.counter("ingest", r) for r in REASONS}
 
@@ -288,6 +295,7 @@ class ReadAndValidateFn(beam.DoFn):
             "lines_valid": 0,
             "lines_quarantined": 0,
             "blank_lines": 0,
+            "rows_out_of_window": 0,
             "timestamp_units": collections.Counter(),
             "error": None,
         }
@@ -319,6 +327,12 @@ class ReadAndValidateFn(beam.DoFn):
                 continue
             tally["lines_valid"] += record["lines"]
             tally["timestamp_units"][click.pop(TIMESTAMP_UNIT)] += 1
+            start, end = self._window
+            micros = click[F.TIMESTAMP_MICROS]
+            if (start is not None and micros < start) or (end is not None and micros >= end):
+                # A valid row outside the run's days: counted, not quarantined, not used.
+                tally["rows_out_of_window"] += 1
+                continue
             yield beam.pvalue.TaggedOutput(VALID, (input_file.path, click))
         tally["timestamp_units"] = dict(tally["timestamp_units"])
         yield beam.pvalue.TaggedOutput(FILE_TALLY, tally)
@@ -380,12 +394,16 @@ def _reason_of(record):
 
 @beam.ptransform_fn
 def IngestClicks(  # noqa: N802
-    files_pcoll, max_id_bytes: int, latest_allowed: int, timestamp_unit: str = "auto"
+    files_pcoll,
+    max_id_bytes: int,
+    latest_allowed: int,
+    timestamp_unit: str = "auto",
+    window: tuple[int | None, int | None] = (None, None),
 ):
     """Input files -> {examples, quarantine, valid_per_file, quarantined_per_file, duplicates,
     reasons, blank, file_tallies}."""
     tagged = files_pcoll | "ReadAndValidate" >> beam.ParDo(
-        ReadAndValidateFn(max_id_bytes, latest_allowed, timestamp_unit)
+        ReadAndValidateFn(max_id_bytes, latest_allowed, timestamp_unit, window)
     ).with_outputs(VALID, QUARANTINED, BLANK, FILE_TALLY)
     deduped = (
         tagged[VALID]
@@ -430,16 +448,20 @@ def summarize(
     duplicates: int,
     blank: int,
     file_tallies: list[dict],
+    window: sources.Window | None = None,
 ) -> dict:
     """Builds the ingest counts, in records and in physical lines.
 
-    Records: rows_read = rows_valid + rows_quarantined. Lines: lines_read = lines of valid rows +
+    Records: rows_read = rows_valid + rows_quarantined; of the valid rows, rows_out_of_window
+    lie outside the run's days and duplicates_dropped repeat another; the rest are written. Lines: lines_read = lines of valid rows +
     lines of quarantined rows + blank lines (a CSV row with quoted line breaks takes several);
     with each file's header lines, they are every line of the input.
     """
-    rows_valid = sum(valid_per_file.values())
-    rows_quarantined = sum(quarantined_per_file.values())
     tallies = {t["path"]: t for t in file_tallies}
+    out_of_window = {t["path"]: t["rows_out_of_window"] for t in file_tallies}
+    rows_out_of_window = sum(out_of_window.values())
+    rows_valid = sum(valid_per_file.values()) + rows_out_of_window
+    rows_quarantined = sum(quarantined_per_file.values())
     units: collections.Counter = collections.Counter()
     for tally in file_tallies:
         units.update(tally["timestamp_units"])
@@ -452,7 +474,8 @@ def summarize(
         "rows_valid": rows_valid,
         "rows_quarantined": rows_quarantined,
         "duplicates_dropped": duplicates,
-        "rows_written": rows_valid - duplicates,
+        "rows_out_of_window": rows_out_of_window,
+        "rows_written": rows_valid - rows_out_of_window - duplicates,
         "blank_lines_skipped": blank,
         "lines_read": sum(lines.values()),
         **lines,
@@ -463,7 +486,9 @@ def summarize(
                 "path": f.path,
                 "format": f.format,
                 "span": f.span,
-                "rows_read": valid_per_file.get(f.path, 0) + quarantined_per_file.get(f.path, 0),
+                "rows_read": valid_per_file.get(f.path, 0)
+                + quarantined_per_file.get(f.path, 0)
+                + out_of_window.get(f.path, 0),
                 "lines_read": sum(
                     tallies[f.path][k] for k in ("lines_valid", "lines_quarantined", "blank_lines")
                 )
@@ -474,6 +499,8 @@ def summarize(
         ],
         "file_errors": [t["error"] for t in file_tallies if t["error"]],
         "spans": sorted({f.span for f in files}),
+        "run_date": window.run_date if window else None,
+        "window_first_day": window.first_day if window else None,
     }
 
 

@@ -67,20 +67,42 @@ def _data_files(folder: str) -> list[str]:
     ]
 
 
-def discover(input_base: str, max_spans: int | None = None) -> list[InputFile]:
-    """Lists the input files in read order: one file, a folder of files, or daily span folders.
+@dataclass(frozen=True)
+class Window:
+    """The days a run covers: [first_day, run_date], both inclusive, UTC.
 
-    Daily folders `YYYY-MM-DD/` are spans numbered as days since 1970-01-01 (as TFX's
-    `{YYYY}-{MM}-{DD}` pattern does); `max_spans` keeps only the newest ones.
+    Attributes:
+        run_date: the run's date, YYYY-MM-DD, or None (no end: all events count).
+        first_day: the window's first day, or None (all history).
     """
+
+    run_date: str | None = None
+    first_day: str | None = None
+
+    def bounds_micros(self) -> tuple[int | None, int | None]:
+        """(start inclusive, end exclusive) in epoch microseconds; None where open."""
+        start = end = None
+        if self.first_day:
+            start = (datetime.date.fromisoformat(self.first_day) - _EPOCH).days * _DAY_MICROS
+        if self.run_date:
+            end = ((datetime.date.fromisoformat(self.run_date) - _EPOCH).days + 1) * _DAY_MICROS
+        return start, end
+
+
+_DAY_MICROS = 86_400 * 1_000_000
+
+
+def parse_run_date(text: str) -> datetime.date:
+    """A run date from YYYY-MM-DD; IngestError naming the value otherwise."""
     try:
-        exists = tf.io.gfile.exists(input_base)
-    except tf.errors.OpError as e:
-        raise IngestError(f"{input_base}: cannot reach the input: {e.message}") from e
-    if not exists:
-        raise IngestError(f"{input_base}: input does not exist")
-    if not tf.io.gfile.isdir(input_base):
-        return [InputFile(input_base, file_format(input_base), 0, 0)]
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text, re.ASCII):
+            raise ValueError("not YYYY-MM-DD")
+        return datetime.date.fromisoformat(text)
+    except ValueError as e:
+        raise IngestError(f"--date {text!r}: not a date (YYYY-MM-DD): {e}") from None
+
+
+def _span_folders(input_base: str) -> list[tuple[datetime.date, str]]:
     spans = []
     for name in _names(input_base):
         match = _SPAN_DIR.match(name)
@@ -89,16 +111,68 @@ def discover(input_base: str, max_spans: int | None = None) -> list[InputFile]:
                 day = datetime.date(*(int(g) for g in match.groups()))
             except ValueError as e:
                 raise IngestError(f"{os.path.join(input_base, name)}: not a valid date: {e}") from e
-            spans.append(((day - _EPOCH).days, os.path.join(input_base, name)))
-    if spans:
-        if max_spans:
-            spans = spans[-int(max_spans) :]
-        pairs = [(span, path) for span, folder in spans for path in _data_files(folder)]
-    else:
+            spans.append((day, os.path.join(input_base, name)))
+    return spans
+
+
+def discover(
+    input_base: str,
+    max_spans: int | None = None,
+    run_date: str | None = None,
+    window_days: int | None = None,
+) -> tuple[list[InputFile], Window]:
+    """Lists the input files in read order and the window of days the run covers.
+
+    One file or a folder of files: every file; the window ends at `run_date` if one is given.
+    Daily folders `YYYY-MM-DD/` are spans, numbered as days since 1970-01-01 (as TFX's
+    `{YYYY}-{MM}-{DD}` pattern and `StaticRange` number them): the run date defaults to the
+    newest folder, and the run reads the folders of the `window_days` days ending at it (all
+    earlier ones by default), at most the newest `max_spans`. The run date's own folder must
+    exist and hold data files.
+
+    Raises:
+        IngestError: naming the input, the folder or the date.
+    """
+    day = parse_run_date(run_date) if run_date else None
+    try:
+        exists = tf.io.gfile.exists(input_base)
+    except tf.errors.OpError as e:
+        raise IngestError(f"{input_base}: cannot reach the input: {e.message}") from e
+    if not exists:
+        raise IngestError(f"{input_base}: input does not exist")
+    if not tf.io.gfile.isdir(input_base):
+        return [InputFile(input_base, file_format(input_base), 0, 0)], _window(day, window_days)
+    spans = _span_folders(input_base)
+    if not spans:
         pairs = [(0, path) for path in _data_files(input_base)]
-    if not pairs:
-        raise IngestError(f"{input_base}: input folder holds no data files")
-    return [InputFile(p, file_format(p), span, rank) for rank, (span, p) in enumerate(pairs)]
+        if not pairs:
+            raise IngestError(f"{input_base}: input folder holds no data files")
+        files = [InputFile(p, file_format(p), span, rank) for rank, (span, p) in enumerate(pairs)]
+        return files, _window(day, window_days)
+    if day is None:
+        day = spans[-1][0]
+    window = _window(day, window_days)
+    first = datetime.date.fromisoformat(window.first_day) if window.first_day else None
+    chosen = [(d, f) for d, f in spans if d <= day and (first is None or d >= first)]
+    if not chosen or chosen[-1][0] != day:
+        raise IngestError(
+            f"{input_base}: no day folder {day.isoformat()}/ for the run date (newest is "
+            f"{spans[-1][0].isoformat()})"
+        )
+    if not _data_files(chosen[-1][1]):
+        raise IngestError(f"{chosen[-1][1]}: the run date's day folder holds no data files")
+    if max_spans:
+        chosen = chosen[-int(max_spans) :]
+    pairs = [((d - _EPOCH).days, path) for d, folder in chosen for path in _data_files(folder)]
+    files = [InputFile(p, file_format(p), span, rank) for rank, (span, p) in enumerate(pairs)]
+    return files, window
+
+
+def _window(day: datetime.date | None, window_days: int | None) -> Window:
+    if day is None:
+        return Window()
+    first = day - datetime.timedelta(days=window_days - 1) if window_days else None
+    return Window(day.isoformat(), first.isoformat() if first else None)
 
 
 class _GFileRaw(io.RawIOBase):
@@ -236,18 +310,28 @@ def preflight_file(f: InputFile) -> bool:
         raise IngestError(f"{f.path}: not a TFRecord file: {e.message}") from e
 
 
-def preflight(input_base: str, max_spans: int | None) -> list[InputFile]:
+def preflight(
+    input_base: str,
+    max_spans: int | None,
+    run_date: str | None = None,
+    window_days: int | None = None,
+) -> tuple[list[InputFile], Window]:
     """Fails fast, with one line naming the file, on input that cannot be ingested at all.
 
     Args:
         input_base: one file, a folder of files, or a folder of daily YYYY-MM-DD/ spans.
         max_spans: with spans, read only the newest this many (None = all).
+        run_date: the run's date, YYYY-MM-DD (None: the newest day folder, or no end).
+        window_days: the days ending at the run date the run covers (None = all history).
+
+    Returns:
+        (the files to read, the window of days).
     """
-    files = discover(input_base, max_spans)
+    files, window = discover(input_base, max_spans, run_date, window_days)
     has_rows = [preflight_file(f) for f in files]
     if not any(has_rows):
         raise IngestError(f"{input_base}: input has no rows")
-    return files
+    return files, window
 
 
 def _tfrecords(path: str) -> Iterator[bytes]:

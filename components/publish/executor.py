@@ -17,6 +17,7 @@ from offline_recall.pipeline.config import PublishConfig
 class Executor(base_executor.BaseExecutor):
     def Do(self, input_dict, output_dict, exec_properties) -> None:  # noqa: N802
         blessing = artifact_utils.get_single_instance(input_dict[C.BLESSING_KEY])
+        ingest = common.read_summary(artifact_utils.get_single_uri(input_dict[C.INGEST_REPORT_KEY]))
         metrics_uri = artifact_utils.get_single_uri(input_dict[C.METRICS_KEY])
         record = logic.publish_if_blessed(
             exec_properties[C.OUTPUT_DIR_KEY],
@@ -28,9 +29,9 @@ class Executor(base_executor.BaseExecutor):
             {
                 "input": exec_properties[C.INPUT_BASE_KEY],
                 "input_note": exec_properties.get(C.INPUT_NOTE_KEY) or "",
-                "input_spans": common.read_summary(
-                    artifact_utils.get_single_uri(input_dict[C.INGEST_REPORT_KEY])
-                )["spans"],
+                "run_date": ingest["run_date"],
+                "input_spans": ingest["spans"],
+                "window_first_day": ingest["window_first_day"],
                 "config": json.loads(exec_properties[C.RUN_CONFIG_KEY]),
             },
             PublishConfig.from_json(exec_properties[C.CONFIG_KEY]),
