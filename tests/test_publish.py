@@ -60,6 +60,7 @@ def test_publish_points_latest_and_the_link_and_keeps_contract_columns(tmp_path)
     manifest = json.loads((tmp_path / "out" / "releases" / "r1" / "manifest.json").read_text())
     assert manifest["rows"] == {"recalls": 1, "user_vectors": 1, "item_vectors": 1}
     assert manifest["files"]["recalls/part-00000.parquet"]["rows"] == 1
+    assert manifest["metrics"]["model"] == {"hr@50": 0.5}
     _publish(out, str(tmp_path), "r2")
     assert common.read_latest(out)["run_id"] == "r2"
 

@@ -185,6 +185,7 @@ def publish_release(
     files = describe_files(release)
     manifest = {
         **manifest,
+        "metrics": {"model": metrics.get("model", {}), "blessed": metrics.get("blessed")},
         "rows": counts,
         "files": files,
         "model_fingerprint": model_fingerprint(files),
