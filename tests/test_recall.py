@@ -46,3 +46,31 @@ def test_rejects_mismatched_inputs():
     index = logic.build_index(np.eye(3, dtype=np.float32))
     with pytest.raises(ValueError, match="visited has 1 users"):
         logic.exact_top_n(index, np.ones((2, 3), np.float32), [np.array([])], 1)
+
+
+def test_heavy_users_beside_light_ones_stay_exact():
+    """One batch: light users, and heavy users who visited most of their best items (a bot)."""
+    rng = np.random.default_rng(7)
+    items = rng.normal(size=(2000, 16)).astype(np.float32)
+    items *= rng.zipf(1.5, size=(2000, 1)).clip(1, 20).astype(np.float32)  # popular = long
+    users = rng.normal(size=(60, 16)).astype(np.float32)
+    top_n, visited = 50, []
+    for u in range(len(users)):
+        best = np.argsort(-(items @ users[u]))
+        if u % 10 == 0:  # heavy: 1,500 visited, mostly the user's best
+            visited.append(np.concatenate([best[:1200], rng.choice(best[1200:], 300, False)]))
+        else:
+            visited.append(best[: int(rng.integers(0, 40))])
+    results = logic.exact_top_n(logic.build_index(items), users, visited, top_n)
+    for u, (ids, scores) in enumerate(results):
+        expected, all_scores = _brute_force(items, users[u], visited[u], top_n)
+        assert len(ids) == min(top_n, 2000 - len(set(visited[u].tolist())))
+        assert not set(ids.tolist()) & set(visited[u].tolist())
+        np.testing.assert_allclose(scores, all_scores[expected], rtol=1e-5, atol=1e-4)
+
+
+def test_a_user_who_visited_nearly_everything_gets_what_is_left():
+    items = np.random.default_rng(3).normal(size=(100, 8)).astype(np.float32)
+    user = np.ones((1, 8), np.float32)
+    ((ids, _),) = logic.exact_top_n(logic.build_index(items), user, [np.arange(97)], 10)
+    assert sorted(ids.tolist()) == [97, 98, 99]

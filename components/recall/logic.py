@@ -32,6 +32,22 @@ def build_index(item_vectors: np.ndarray) -> faiss.IndexFlatIP:
     return index
 
 
+# Items searched beyond top_n in the first pass; users with more visited items among their best
+# come back for a deeper search of their own.
+OVERFETCH = 32
+
+
+def _search_rows(index, user_vectors, rows, visited_sets, top_n, depth):
+    """Searches `rows` to `depth`; returns {row: (ids, scores)} with visited items dropped."""
+    scores, ids = index.search(np.ascontiguousarray(user_vectors[rows]), depth)
+    found = {}
+    for row, row_ids, row_scores in zip(rows, ids, scores, strict=True):
+        seen = visited_sets[row]
+        keep = np.fromiter((i >= 0 and i not in seen for i in row_ids), bool, len(row_ids))
+        found[row] = (row_ids[keep][:top_n].astype(np.int64), row_scores[keep][:top_n])
+    return found
+
+
 def exact_top_n(
     index: faiss.Index,
     user_vectors: np.ndarray,
@@ -40,6 +56,13 @@ def exact_top_n(
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Returns each user's best `top_n` items by inner product, excluding their visited items.
 
+    Exactness: the best `top_n` unvisited items of a user lie within their best
+    `top_n + v` items, v = their visited items in the catalog. One pass searches every user to
+    depth `top_n + OVERFETCH`; a user who still has `top_n` unvisited items there is done, and
+    only the others (those with many visited items among their best, such as heavy users) are
+    searched again, to their own depth. So one heavy user no longer drags a whole batch into a
+    near-full-catalog search.
+
     Args:
         index: an exact inner-product faiss index over the catalog.
         user_vectors: [batch, dim] float32.
@@ -47,20 +70,33 @@ def exact_top_n(
         top_n: list length wanted.
 
     Returns:
-        Per user (item indices [<=top_n] int64, scores [<=top_n] float32), best first.
+        Per user (item indices [<=top_n] int64, scores [<=top_n] float32), best first; shorter
+        only when the catalog holds fewer unvisited items.
     """
     if len(visited) != user_vectors.shape[0]:
         raise ValueError(f"visited has {len(visited)} users, user_vectors {user_vectors.shape[0]}")
     if index.ntotal == 0 or user_vectors.shape[0] == 0:
         return [(np.empty(0, np.int64), np.empty(0, np.float32)) for _ in visited]
+    user_vectors = np.asarray(user_vectors, dtype=np.float32)
     visited_sets = [set(np.asarray(v, dtype=np.int64).tolist()) for v in visited]
-    depth = min(index.ntotal, top_n + max(len(v) for v in visited_sets))
-    scores, ids = index.search(np.ascontiguousarray(user_vectors, dtype=np.float32), depth)
-    results = []
-    for row_ids, row_scores, seen in zip(ids, scores, visited_sets, strict=True):
-        keep = np.fromiter((i >= 0 and i not in seen for i in row_ids), bool, len(row_ids))
-        results.append((row_ids[keep][:top_n].astype(np.int64), row_scores[keep][:top_n]))
-    return results
+    total = index.ntotal
+    first_depth = min(total, top_n + OVERFETCH)
+    found = _search_rows(
+        index, user_vectors, list(range(len(visited_sets))), visited_sets, top_n, first_depth
+    )
+    # Short after the first pass, though the user's own depth goes further: search again.
+    redo = [
+        row
+        for row, (ids, _) in found.items()
+        if len(ids) < top_n and first_depth < min(total, top_n + len(visited_sets[row]))
+    ]
+    # Users of similar depth together: a heavy user is searched deep, alone or with its kind.
+    redo.sort(key=lambda row: len(visited_sets[row]))
+    for start in range(0, len(redo), 64):
+        group = redo[start : start + 64]
+        depth = min(total, top_n + max(len(visited_sets[row]) for row in group))
+        found.update(_search_rows(index, user_vectors, group, visited_sets, top_n, depth))
+    return [found[row] for row in range(len(visited_sets))]
 
 
 class RecallFn(beam.DoFn):
