@@ -263,7 +263,7 @@ def cmd_run(args, beam_args: list[str]) -> int:
 
     from offline_recall.pipeline import housekeeping
 
-    run_id = _new_run_id()
+    run_id = housekeeping.new_run_id()
     lock = housekeeping.OutputLock(output_dir)
     try:
         lock.acquire(run_id)
@@ -281,12 +281,6 @@ def cmd_run(args, beam_args: list[str]) -> int:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         lock.release()
-
-
-def _new_run_id() -> str:
-    # The clock to the microsecond: ids sort by start time, and the output lock keeps two runs
-    # of one folder from starting together.
-    return datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S%fZ")
 
 
 def _run_locked(args, beam_args, config, output_dir: str, run_id: str, lock) -> int:

@@ -18,6 +18,14 @@ import tempfile
 from collections.abc import Iterator
 
 LOCK_FILE = ".lock"
+
+
+def new_run_id() -> str:
+    """A run id that sorts by start time: UTC to the microsecond (the output lock keeps two
+    runs of one folder from starting together)."""
+    return datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+
+
 TMP_DIR = "tmp"
 
 

@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from offline_recall.components import common
 from offline_recall.components import contracts as C
+from offline_recall.pipeline import housekeeping
 from offline_recall.pipeline.config import PublishConfig
 from offline_recall.trainer import export
 
@@ -244,11 +245,6 @@ def prune_releases(output_dir: str, keep: int) -> list[str]:
     return doomed
 
 
-def new_run_id() -> str:
-    """A release id that sorts by time: UTC, microseconds."""
-    return datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S%fZ")
-
-
 def publish_if_blessed(
     output_dir: str,
     run_id: str,
@@ -278,7 +274,7 @@ def publish_if_blessed(
     if _is_local(output_dir):
         output_dir = os.path.abspath(output_dir)
     tf.io.gfile.makedirs(output_dir)
-    run_id = run_id or new_run_id()
+    run_id = run_id or housekeeping.new_run_id()
     if not blessed:
         return {
             "published": False,
