@@ -70,6 +70,15 @@ def write_parquet(table: pa.Table, path: str) -> None:
         f.write(buffer.getvalue().to_pybytes())
 
 
+def copy_tree(src: str, dst: str) -> None:
+    """Copies a folder, file by file, on any filesystem TF knows."""
+    for root, _, names in tf.io.gfile.walk(src):
+        target = os.path.join(dst, os.path.relpath(root, src))
+        tf.io.gfile.makedirs(target)
+        for name in names:
+            tf.io.gfile.copy(os.path.join(root, name), os.path.join(target, name), overwrite=True)
+
+
 def write_summary(report_uri: str, summary: dict[str, Any]) -> None:
     """Writes a stage's counts as `summary.json` in its StageReport artifact folder."""
     write_json(os.path.join(report_uri, SUMMARY_FILE), summary)

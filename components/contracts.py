@@ -20,6 +20,9 @@ METRICS_KEY = "metrics"
 SCALAR_METRICS_KEY = "scalar_metrics"
 BLESSING_KEY = "blessing"
 RELEASE_KEY = "release"
+# The last blessed release of an earlier date, as a Model artifact: warm start, baseline, churn.
+PREVIOUS_KEY = "previous"
+COMPARISON_KEY = "comparison"
 SCHEMA_KEY = "schema"
 # The Report component's inputs: one stage report each.
 INGEST_REPORT_KEY = "ingest_report"
@@ -53,6 +56,13 @@ ITEM_VECTORS_DIR = "item_vectors"  # Model artifact and release
 ITEM_VECTORS_FILE = "item_vectors.parquet"
 CHECKPOINT_DIR = "checkpoint"  # Model artifact: the exported checkpoint, for Refit
 CHECKPOINT_NAME = "model.ckpt"
+# Model artifact and release: the trained variables (no optimizer slots), their item vocabulary
+# and architecture, for a later date's warm start.
+WARM_START_DIR = "warm_start"
+WARM_START_VOCAB_FILE = "item_vocab.txt"
+WARM_START_INFO_FILE = "warm_start.json"
+# The PreviousRelease component's Model artifact: which release it holds, or why none.
+PREVIOUS_FILE = "previous.json"
 RECALLS_DIR = "recalls"  # Recalls artifact and release
 USER_VECTORS_DIR = "user_vectors"  # Recalls artifact and release
 QUARANTINE_PREFIX = "quarantine"  # Quarantine artifact: quarantine-*.jsonl

@@ -316,12 +316,21 @@ def _run_locked(args, beam_args, config, output_dir: str, run_id: str, lock) -> 
         else:
             from offline_recall.pipeline import synthetic
 
-            input_base = os.path.join(output_dir, "input", "synthetic_clicks.csv")
-            os.makedirs(os.path.dirname(input_base), exist_ok=True)
-            facts = synthetic.generate_clicks(input_base, config.synthetic)
+            from offline_recall.components.ingest import sources
+
+            last_day = synthetic.DEFAULT_LAST_DAY
+            if args.date:
+                try:
+                    last_day = sources.parse_run_date(args.date)
+                except sources.IngestError as e:
+                    return _bad(str(e))
+            input_base = os.path.join(output_dir, "input", "synthetic")
+            facts = synthetic.generate_days(input_base, config.synthetic, last_day)
             input_note = (
                 f"the built-in synthetic click log (synthetic.seed {config.synthetic.seed}: "
-                f"{facts['rows']} rows, {facts['users']} users, {facts['items']} items)"
+                f"{facts['rows']} rows, {facts['users']} users, {facts['items']} items, "
+                f"{config.synthetic.days} daily folders {facts['days'][0]}..{facts['days'][1]}, "
+                f"{facts['new_items']} items released after the first day)"
             )
             print(f"no --input: generated {input_note} at {input_base}", flush=True)
 

@@ -299,6 +299,9 @@ class TrainerConfig(Section):
     dropout: float = 0.3
     l2: float = 0.0
     seed: int = 42
+    # Start from the last blessed model of an earlier date (the newest release before the run
+    # date): items keep their vectors by id, new items start fresh, Adam starts afresh.
+    warm_start: bool = True
     # After Evaluate blesses the fit, train once more on every event, the held-out one included,
     # and publish that model (the blessing and metrics stay the fit's).
     refit_on_holdout: bool = False
@@ -459,9 +462,24 @@ class SyntheticConfig(Section):
     num_items: int = 800
     num_clusters: int = 20
     mean_events_per_user: int = 30
+    # The default input is this many daily folders, ending at the run date (--date) ...
+    days: int = 7
+    # ... with this many new items released each day after the first ...
+    new_items_per_day: int = 15
+    # ... and every user's taste moving this far towards a fresh mix each day (0 = fixed).
+    drift: float = 0.3
 
     def check(self) -> None:
-        _positive_int(self, "num_users", "num_items", "num_clusters", "mean_events_per_user")
+        _positive_int(
+            self, "num_users", "num_items", "num_clusters", "mean_events_per_user", "days"
+        )
+        _require(
+            isinstance(self.new_items_per_day, int) and self.new_items_per_day >= 0,
+            self.key("new_items_per_day"),
+            "must be an integer >= 0",
+            self.new_items_per_day,
+        )
+        _require(0.0 <= self.drift <= 1.0, self.key("drift"), "must be in [0, 1]", self.drift)
 
 
 _PIPELINE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")

@@ -6,8 +6,10 @@ from tfx import v1 as tfx
 from tfx.proto import transform_pb2
 
 from offline_recall.components import contracts as C
+from offline_recall.components.compare.component import Compare
 from offline_recall.components.evaluate.component import Evaluate
 from offline_recall.components.ingest.component import IngestExampleGen
+from offline_recall.components.previous_release.component import PreviousRelease
 from offline_recall.components.publish.component import Publish
 from offline_recall.components.recall.component import Recall
 from offline_recall.components.report.component import Report
@@ -26,6 +28,7 @@ REFIT_RUN_FN = "offline_recall.trainer.task.refit_run_fn"
 # The stages in the order they run; the CLI numbers its progress lines with it.
 STAGES = (
     "IngestExampleGen",
+    "PreviousRelease",
     "StatisticsGen",
     "ImportSchemaGen",
     "ExampleValidator",
@@ -37,6 +40,7 @@ STAGES = (
     "Evaluate",
     "Refit",
     "RecallServing",
+    "Compare",
     "Publish",
     "Report",
 )
@@ -75,6 +79,8 @@ def create_pipeline(
     """
     refit = config.trainer.refit_on_holdout
     ingest = IngestExampleGen(input_base=input_base, config=config.ingest, run_date=run_date)
+    # The last blessed release of an earlier date: warm start, baseline and churn all use it.
+    previous = PreviousRelease(ingest_report=ingest.outputs[C.REPORT_KEY], output_dir=output_dir)
     statistics = tfx.components.StatisticsGen(examples=ingest.outputs[C.EXAMPLES_KEY])
     clicks_schema = PackagedSchemaGen(schema_name=CLICKS_SCHEMA).with_id("ImportSchemaGen")
     validator = tfx.components.ExampleValidator(
@@ -103,6 +109,8 @@ def create_pipeline(
         run_fn=RUN_FN,
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
+        # TFX's warm-start input: trainer.warm_start starts from it when it holds a model.
+        base_model=previous.outputs[C.PREVIOUS_KEY],
         train_args=tfx.proto.TrainArgs(splits=[F.TRAIN_SPLIT]),
         eval_args=tfx.proto.EvalArgs(splits=[F.EVAL_SPLIT]),
         custom_config=trainer_params,
@@ -117,8 +125,8 @@ def create_pipeline(
         recalls=recall_eval.outputs[C.RECALLS_KEY],
         sequences=sequences.outputs[C.SEQUENCES_KEY],
         model=trainer.outputs[C.MODEL_KEY],
+        previous=previous.outputs[C.PREVIOUS_KEY],
         config=config.evaluate,
-        output_dir=output_dir,
     )
     serving_model = trainer.outputs[C.MODEL_KEY]
     refit_nodes = []
@@ -144,7 +152,14 @@ def create_pipeline(
         split=F.SERVING_SPLIT,
         config=config.recall,
     ).with_id("RecallServing")
+    compare = Compare(
+        recalls=recall_serving.outputs[C.RECALLS_KEY],
+        model=serving_model,
+        previous=previous.outputs[C.PREVIOUS_KEY],
+        metrics=evaluate.outputs[C.METRICS_KEY],
+    )
     publish = Publish(
+        comparison=compare.outputs[C.COMPARISON_KEY],
         recalls=recall_serving.outputs[C.RECALLS_KEY],
         model=serving_model,
         blessing=evaluate.outputs[C.BLESSING_KEY],
@@ -169,6 +184,7 @@ def create_pipeline(
             C.SERVING_RECALL_REPORT_KEY: recall_serving.outputs[C.REPORT_KEY],
             C.RECALLS_KEY: recall_serving.outputs[C.RECALLS_KEY],
             C.RELEASE_KEY: publish.outputs[C.RELEASE_KEY],
+            C.COMPARISON_KEY: compare.outputs[C.COMPARISON_KEY],
         },
     )
     return tfx.dsl.Pipeline(
@@ -176,6 +192,7 @@ def create_pipeline(
         pipeline_root=pipeline_root,
         components=[
             ingest,
+            previous,
             statistics,
             clicks_schema,
             validator,
@@ -187,6 +204,7 @@ def create_pipeline(
             evaluate,
             *refit_nodes,
             recall_serving,
+            compare,
             publish,
             report,
         ],

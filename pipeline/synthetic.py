@@ -4,12 +4,18 @@ Items belong to clusters and have power-law popularity. Each user has a taste (a
 over a few clusters) and clicks in a sticky Markov walk: the next item usually comes from the
 same cluster as the previous one, sometimes from another cluster of the user's taste. A few item
 ids hold commas, quotes, spaces, non-ASCII and newlines, to exercise byte-exact id handling.
+
+`generate_days` writes it as daily `YYYY-MM-DD/` folders (the default input): new items are
+released each day (and are popular while new), and every user's taste drifts from day to day.
+`generate_clicks` writes one file with a fixed catalog and fixed tastes.
 """
 
 from __future__ import annotations
 
 import csv
+import datetime
 import os
+import shutil
 
 import numpy as np
 
@@ -110,3 +116,99 @@ def generate_clicks(
             if row[0] != last_user:
                 users, last_user = users + 1, row[0]
     return {"rows": rows, "users": users, "items": len(seen_items)}
+
+
+SECONDS_PER_DAY = 86400
+# The newest day of the default synthetic week when no run date is given.
+DEFAULT_LAST_DAY = datetime.date(2023, 11, 21)
+
+
+def release_days(config: SyntheticConfig) -> np.ndarray:
+    """The day (0 .. days-1) each item is released: most items exist from day 0, and the last
+    `new_items_per_day` x (days - 1) item indices arrive `new_items_per_day` a day."""
+    days = np.zeros(config.num_items, dtype=np.int64)
+    new = min(config.new_items_per_day * (config.days - 1), config.num_items - 1)
+    if new > 0:
+        first_new = config.num_items - new
+        days[first_new:] = 1 + (np.arange(new) // config.new_items_per_day)
+    return days
+
+
+def _drifting_events(config: SyntheticConfig, rng):
+    """Yields (user, day, seconds into the day, item) over `config.days` days, user by user."""
+    clusters = item_clusters(config.num_items, config.num_clusters, config.seed)
+    released = release_days(config)
+    popularity = 1.0 / np.arange(1, config.num_items + 1) ** 0.9
+    rng.shuffle(popularity)
+    # A new item is as popular as the catalog's head while it is new.
+    novelty = np.where(released > 0, popularity.max(), popularity)
+    members = [np.flatnonzero(clusters == c) for c in range(config.num_clusters)]
+    nonempty = np.flatnonzero([len(m) > 0 for m in members])
+    for u in range(config.num_users):
+        n = max(2, int(rng.lognormal(np.log(config.mean_events_per_user) - 0.5, 1.0)))
+        taste = rng.choice(nonempty, size=min(3, len(nonempty)), replace=False)
+        weights = rng.dirichlet(np.ones(len(taste)))
+        # Event times spread over the days, in order.
+        times = np.sort(rng.uniform(0, config.days * SECONDS_PER_DAY, n)).astype(np.int64)
+        day_of_weights = 0
+        current = rng.choice(taste, p=weights)
+        for t in times:
+            day = int(t // SECONDS_PER_DAY)
+            while day_of_weights < day:
+                # A day passes: the taste drifts towards a fresh random mix.
+                fresh = rng.dirichlet(np.ones(len(taste)))
+                weights = (1 - config.drift) * weights + config.drift * fresh
+                day_of_weights += 1
+            if rng.random() > 0.8:
+                current = rng.choice(taste, p=weights)
+            pool = members[current][released[members[current]] <= day]
+            if len(pool) == 0:
+                continue
+            p = np.where(released[pool] == day, novelty[pool], popularity[pool])
+            item = int(rng.choice(pool, p=p / p.sum()))
+            yield u, day, int(t % SECONDS_PER_DAY), item
+
+
+def generate_days(
+    folder: str, config: SyntheticConfig, last_day: datetime.date = DEFAULT_LAST_DAY
+) -> dict:
+    """Writes the synthetic log as `config.days` daily folders ending at `last_day`.
+
+    Each `folder/YYYY-MM-DD/clicks.csv` holds that day's events (RFC 4180 CSV, epoch-second
+    timestamps inside the day). The folder is replaced whole, so the same config and last day
+    always give the same files.
+
+    Returns:
+        {rows, users, items, days: [first, last] as YYYY-MM-DD, new_items}.
+    """
+    if os.path.isdir(folder):
+        shutil.rmtree(folder)
+    first_day = last_day - datetime.timedelta(days=config.days - 1)
+    epoch_of_first = int(
+        datetime.datetime.combine(first_day, datetime.time(), datetime.UTC).timestamp()
+    )
+    ids = item_ids(config.num_items)
+    per_day: list[list[list[str]]] = [[] for _ in range(config.days)]
+    users, items, sessions = set(), set(), {}
+    rng = np.random.default_rng(config.seed)
+    for u, day, seconds, item in _drifting_events(config, rng):
+        session = sessions.get((u, day), len(sessions))
+        sessions[(u, day)] = session
+        timestamp = epoch_of_first + day * SECONDS_PER_DAY + seconds
+        per_day[day].append([f"u{u:05d}", ids[item], str(timestamp), f"s{u}-{day}"])
+        users.add(u)
+        items.add(item)
+    for day, rows in enumerate(per_day):
+        name = (first_day + datetime.timedelta(days=day)).isoformat()
+        os.makedirs(os.path.join(folder, name))
+        with open(os.path.join(folder, name, "clicks.csv"), "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(HEADER)
+            writer.writerows(rows)
+    return {
+        "rows": sum(len(r) for r in per_day),
+        "users": len(users),
+        "items": len(items),
+        "days": [first_day.isoformat(), last_day.isoformat()],
+        "new_items": int((release_days(config) > 0).sum()),
+    }

@@ -74,16 +74,44 @@ def _metrics(hr, pop):
 
 
 def test_bless_rules():
-    assert logic.bless(_metrics(0.3, 0.2), 100, CONFIG, None) == (True, [])
-    blessed, why = logic.bless(_metrics(0.05, 0.01), 100, CONFIG, None)
+    assert logic.bless(_metrics(0.3, 0.2), 100, CONFIG) == (True, [])
+    blessed, why = logic.bless(_metrics(0.05, 0.01), 100, CONFIG)
     assert not blessed and "min_hr_at_50" in why[0]
-    blessed, why = logic.bless(_metrics(0.3, 0.35), 100, CONFIG, None)
+    blessed, why = logic.bless(_metrics(0.3, 0.35), 100, CONFIG)
     assert not blessed and "popularity" in why[0]
-    previous = {"model": {"hr@50": 0.5}}
-    blessed, why = logic.bless(_metrics(0.3, 0.2), 100, CONFIG, previous)
-    assert not blessed and "regressed" in why[0]
-    assert logic.bless(_metrics(0.46, 0.2), 100, CONFIG, previous)[0]
-    assert not logic.bless({"model": {"users": 0}, "popularity": {}}, 100, CONFIG, None)[0]
+    assert not logic.bless({"model": {"users": 0}, "popularity": {}}, 100, CONFIG)[0]
+
+
+def test_the_regression_rule_compares_with_the_previous_model_on_todays_holdout():
+    baseline = {"model": {"hr@50": 0.5}, "run_id": "r7", "run_date": "2024-01-02"}
+    metrics = {**_metrics(0.3, 0.2), "baseline": baseline}
+    blessed, why = logic.bless(metrics, 100, CONFIG)
+    assert not blessed and "regressed below 0.4500" in why[0] and "r7" in why[0]
+    assert logic.bless({**_metrics(0.46, 0.2), "baseline": baseline}, 100, CONFIG)[0]
+    # A first run: thresholds alone.
+    assert logic.bless({**_metrics(0.3, 0.2), "baseline": None}, 100, CONFIG)[0]
+
+
+def test_finalize_names_the_baseline_release_and_headline_records_both():
+    raw = {
+        "model": {"hr@50": 0.5, "users": 4},
+        "popularity": {"hr@50": 0.1},
+        "coverage_counts": {"50": 8},
+        "baseline": {"hr@50": 0.25, "ndcg@50": 0.125, "users": 4},
+    }
+    previous = {
+        "found": True,
+        "run_id": "r1",
+        "run_date": "2024-01-01",
+        "release": "/out/releases/r1",
+        "metrics": {"model": {"hr@50": 0.75}},
+    }
+    metrics = logic.finalize_metrics(raw, 16, [50], previous)
+    assert metrics["baseline"]["model"]["hr@50"] == 0.25
+    assert metrics["baseline"]["own_holdout"] == {"hr@50": 0.75}
+    headline = logic.headline_metrics({**metrics, "blessed": True})
+    assert headline["hr@50"] == 0.5 and headline["baseline_hr@50"] == 0.25
+    assert logic.finalize_metrics({**raw, "baseline": None}, 16, [50], None)["baseline"] is None
 
 
 def test_finalize_adds_recall_and_coverage_at_every_k():

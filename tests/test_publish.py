@@ -10,9 +10,8 @@ import pyarrow as pa
 import pytest
 import tensorflow as tf
 
-from offline_recall.components import common
+from offline_recall.components import common, releases
 from offline_recall.components import contracts as C
-from offline_recall.components.evaluate import logic as evaluate
 from offline_recall.components.publish import logic
 from offline_recall.components.report import logic as report
 
@@ -40,11 +39,12 @@ def _sources(root, tag):
     return [os.path.join(src, "recalls.parquet")], [os.path.join(src, "uv.parquet")], items
 
 
-def _publish(out, root, tag, **kw):
+def _publish(out, root, tag, run_date=None, **kw):
     recalls, uvs, items = _sources(root, tag)
     kw.setdefault("keep_releases", 2)
     metrics = {"model": {"hr@50": 0.5}, "tag": tag}
-    return logic.publish_release(out, tag, recalls, uvs, items, metrics, {}, **kw)
+    manifest = {"run_date": run_date}
+    return logic.publish_release(out, tag, recalls, uvs, items, metrics, manifest, **kw)["release"]
 
 
 def test_publish_points_latest_and_the_link_and_keeps_contract_columns(tmp_path):
@@ -122,9 +122,10 @@ def test_publish_report_and_baseline_on_a_filesystem_that_is_not_the_local_disk(
     assert release == f"{out}/releases/r1"
     logic.verify_release(latest["release"])
     assert not logic.sync_published_link(out)  # no symlinks off the local disk
-    # The next run's regression baseline is the release LATEST names.
-    assert evaluate.previous_metrics(out)["tag"] == "r2"
-    assert evaluate.previous_metrics(f"{root}/empty") is None
+    # The next run starts from, and is compared with, the release LATEST names.
+    release, _ = releases.previous_release(out, None)
+    assert release.run_id == "r2"
+    assert releases.previous_release(f"{root}/empty", None)[0] is None
     # The report goes there too.
     summary = {"status": "published", "ingest": {"rows_read": 3}}
     page = report.page.write_report(
@@ -153,3 +154,37 @@ def test_the_model_fingerprint_follows_the_model_files():
     changed = {**files, "user_model/variables/v": {"sha256": "x"}}
     assert logic.model_fingerprint(changed) != fingerprint
     assert logic.model_fingerprint({"recalls/p": {"sha256": "c"}}) is None
+
+
+def test_a_rerun_of_a_date_replaces_that_dates_release(tmp_path):
+    out = str(tmp_path / "out")
+    _publish(out, str(tmp_path), "r1", run_date="2024-01-01")
+    _publish(out, str(tmp_path), "r2", run_date="2024-01-02")
+    rerun = _publish(out, str(tmp_path), "r3", run_date="2024-01-02")
+    assert common.read_latest(out)["release"] == rerun
+    assert sorted(os.listdir(tmp_path / "out" / "releases")) == ["r1", "r3"]
+    assert common.read_latest(out)["run_date"] == "2024-01-02"
+
+
+def test_a_backfill_writes_its_day_but_leaves_latest_on_the_newest_day(tmp_path):
+    out = str(tmp_path / "out")
+    _publish(out, str(tmp_path), "r1", run_date="2024-01-01")
+    newest = _publish(out, str(tmp_path), "r2", run_date="2024-01-03")
+    recalls, uvs, items = _sources(str(tmp_path), "r3")
+    done = logic.publish_release(
+        out, "r3", recalls, uvs, items, {}, {"run_date": "2024-01-01"}, keep_releases=2
+    )
+    assert not done["pointed"] and done["current"] == newest
+    assert done["replaced"] == [os.path.join(out, "releases", "r1")]
+    assert common.read_latest(out)["release"] == newest
+    assert os.readlink(tmp_path / "out" / "published") == os.path.join("releases", "r2")
+    assert sorted(os.listdir(tmp_path / "out" / "releases")) == ["r2", "r3"]
+
+
+def test_prune_orders_releases_by_date_not_by_when_they_ran(tmp_path):
+    out = str(tmp_path / "out")
+    _publish(out, str(tmp_path), "r1", run_date="2024-01-05")
+    # Backfills, run later: older days.
+    for tag, day in [("r2", "2024-01-02"), ("r3", "2024-01-03"), ("r4", "2024-01-04")]:
+        _publish(out, str(tmp_path), tag, run_date=day, keep_releases=1)
+    assert sorted(os.listdir(tmp_path / "out" / "releases")) == ["r1", "r4"]

@@ -321,7 +321,7 @@ def test_exported_vectors_reproduce_the_model_logits(tmp_path, variant):
 
     checkpoint = estimator.latest_checkpoint()
     kernel = tf.train.load_variable(checkpoint, model_lib.output_kernel_name(params))
-    bias = tf.train.load_variable(checkpoint, "softmax/bias")
+    bias = tf.train.load_variable(checkpoint, "softmax/bias").reshape(-1)
     table = export.item_vectors_table(
         [F.encode_id(f"i{n}".encode()) for n in range(num_classes)], kernel, bias, {}
     )

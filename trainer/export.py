@@ -144,7 +144,7 @@ def export_model(estimator, checkpoint, serving_model_dir, tf_transform_output, 
     table = item_vectors_table(
         keys,
         tf.train.load_variable(checkpoint, model_lib.output_kernel_name(params)),
-        tf.train.load_variable(checkpoint, F.SOFTMAX_BIAS),
+        tf.train.load_variable(checkpoint, F.SOFTMAX_BIAS).reshape(-1),
         read_vocabulary_counts(tf_transform_output),
     )
     model_uri = os.path.dirname(serving_model_dir.rstrip("/"))
@@ -176,3 +176,16 @@ def write_train_summary(model_uri: str, summary: dict) -> None:
 
 def read_train_summary(model_uri: str) -> dict:
     return common.read_json(os.path.join(model_uri, C.TRAIN_SUMMARY_FILE))
+
+
+def read_previous(model_uri: str) -> dict:
+    """What a PreviousRelease Model artifact holds: {found, run_id, run_date, release, why_not}."""
+    return common.read_json(os.path.join(model_uri, C.PREVIOUS_FILE))
+
+
+def has_serving_model(model_uri: str) -> bool:
+    """Whether a Model artifact holds a serving SavedModel (a PreviousRelease may hold none)."""
+    root = os.path.join(model_uri, C.SERVING_MODEL_DIR)
+    return tf.io.gfile.isdir(root) and any(
+        v.rstrip("/").isdigit() for v in tf.io.gfile.listdir(root)
+    )

@@ -65,7 +65,7 @@ VISITED_IDX = "visited_idx"  # VarLen int64.
 # --- Model outputs. ---
 USER_VECTOR = "user_vector"
 SOFTMAX_KERNEL = "softmax/kernel"  # [num_classes, embedding_dim]
-SOFTMAX_BIAS = "softmax/bias"  # [num_classes]
+SOFTMAX_BIAS = "softmax/bias"  # [num_classes, 1]
 
 
 def encode_id(raw: bytes | str) -> bytes:

@@ -216,7 +216,12 @@ def model_fn(features, labels, mode, params):
                 [num_classes, dim],
                 initializer=tf.compat.v1.truncated_normal_initializer(stddev=1.0 / dim**0.5),
             )
-        bias = tf.compat.v1.get_variable("bias", [num_classes], initializer=tf.zeros_initializer())
+        # Stored [num_classes, 1]: warm start remaps a variable's rows by vocabulary only for a
+        # matrix (tf.estimator.VocabInfo), and the bias must follow its item like the kernel.
+        bias_rows = tf.compat.v1.get_variable(
+            "bias", [num_classes, 1], initializer=tf.zeros_initializer()
+        )
+        bias = tf.reshape(bias_rows, [-1])
 
     if mode == tf.estimator.ModeKeys.PREDICT:
         return tf.estimator.EstimatorSpec(mode, predictions={F.USER_VECTOR: user_vector})

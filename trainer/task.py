@@ -7,6 +7,7 @@ serving SavedModel, the item vectors and `train_summary.json` into its Model art
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import time
 
@@ -14,7 +15,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from offline_recall.pipeline.config import TrainerParams
-from offline_recall.trainer import export, hparams, inputs, training
+from offline_recall.trainer import export, hparams, inputs, training, warm_start
 from offline_recall.trainer import features as F
 
 # Refit seeds are offset from the fit's so the refit replays none of its dropout masks.
@@ -54,10 +55,37 @@ class _Setup:
     def batches_per_epoch(self, files: list[str]) -> int:
         return -(-inputs.count_records(files) // self.config.batch_size)
 
+    @property
+    def vocabulary_file(self) -> str:
+        return self.transform_output.vocabulary_file_by_name(F.ITEM_VOCAB)
+
     def export(self, estimator, checkpoint: str, serving_model_dir: str) -> str:
-        return export.export_model(
+        """Exports the serving model, the item vectors and the warm-start source."""
+        model_uri = export.export_model(
             estimator, checkpoint, serving_model_dir, self.transform_output, self.model_params
         )
+        warm_start.write_source(checkpoint, model_uri, self.vocabulary_file, self.model_params)
+        return model_uri
+
+    def warm_start_from_previous(self, base_model: str | None):
+        """WarmStartSettings from the previous release (PreviousRelease's Model artifact), or
+        None; and what happened, for the train summary."""
+        if not self.config.warm_start:
+            return None, {"used": False, "why_not": "trainer.warm_start is false"}
+        if not base_model:
+            return None, {"used": False, "why_not": "no previous release was wired in"}
+        previous_uri = os.path.dirname(base_model.rstrip("/"))
+        previous = export.read_previous(previous_uri)
+        if not previous["found"]:
+            return None, {"used": False, "why_not": previous["why_not"]}
+        warm, facts = warm_start.settings(
+            previous_uri,
+            self.vocabulary_file,
+            self.model_params["vocab_size"],
+            self.model_params,
+        )
+        source = {k: previous[k] for k in ("run_id", "run_date", "release")}
+        return warm, {**facts, "source": source}
 
 
 def _setup(fn_args) -> _Setup:
@@ -109,6 +137,8 @@ def run_fn(fn_args) -> None:
     )
     # No user may have enough events for a holdout; then there is nothing to stop on.
     has_holdout = inputs.count_records(eval_files) > 0
+    warm, warm_facts = setup.warm_start_from_previous(fn_args.base_model)
+    logging.info("trainer: warm start %s", warm_facts)
     result = training.fit(
         fn_args.model_run_dir,
         model_params,
@@ -119,6 +149,7 @@ def run_fn(fn_args) -> None:
         eval_every_epochs=config.eval_every_epochs,
         patience=config.early_stopping_patience,
         max_seconds=config.max_train_seconds,
+        warm_start_from=warm,
     )
     model_uri = setup.export(result.estimator, result.checkpoint, fn_args.serving_model_dir)
     if config.refit_on_holdout:
@@ -136,6 +167,7 @@ def run_fn(fn_args) -> None:
             "train_seconds": round(result.seconds, 2),
             "eval_loss": result.eval_loss,
             "eval_history": result.history,
+            "warm_start": warm_facts,
             "params": hparams.printable(model_params),
             **hparams.vector_notes(model_params),
         },

@@ -61,6 +61,7 @@ def fit(
     eval_every_epochs: int,
     patience: int,
     max_seconds: float | None,
+    warm_start_from: tf.estimator.WarmStartSettings | None = None,
 ) -> FitResult:
     """Trains for up to `max_epochs`, in chunks of `eval_every_epochs`, with early stopping.
 
@@ -79,6 +80,8 @@ def fit(
         eval_every_epochs: epochs per chunk when stopping early.
         patience: evaluations without improvement before stopping (0 = never stop early).
         max_seconds: a training time budget, checked after each evaluation.
+        warm_start_from: where the first chunk's variables start from (later chunks restore
+            their own checkpoints); None = the model's initializers.
     """
     early_stopping = patience > 0 and eval_input is not None
     chunk_epochs = eval_every_epochs if early_stopping and eval_every_epochs > 0 else max_epochs
@@ -87,7 +90,9 @@ def fit(
     while epochs_done < max_epochs:
         epochs = min(chunk_epochs, max_epochs - epochs_done)
         # The best checkpoint must outlive `patience` newer ones.
-        estimator = make_estimator(model_dir, params, seed + chunk, patience + 2)
+        estimator = make_estimator(
+            model_dir, params, seed + chunk, patience + 2, warm_start_from if chunk == 0 else None
+        )
         estimator.train(train_input(epochs, seed + chunk))
         epochs_done += epochs
         chunk += 1

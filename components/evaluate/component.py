@@ -1,4 +1,5 @@
-"""Evaluate: holdout metrics of the eval recalls, a popularity baseline, and the blessing."""
+"""Evaluate: holdout metrics of the eval recalls, the popularity and previous-release baselines
+on the same holdout, and the blessing."""
 
 from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.types import channel_utils, component_spec, standard_artifacts
@@ -12,13 +13,13 @@ from offline_recall.pipeline.config import EvaluateConfig
 class EvaluateSpec(component_spec.ComponentSpec):
     PARAMETERS = {
         C.CONFIG_KEY: component_spec.ExecutionParameter(type=str),
-        # The output folder: its published release's metrics are the regression baseline.
-        C.OUTPUT_DIR_KEY: component_spec.ExecutionParameter(type=str),
     }
     INPUTS = {
         C.RECALLS_KEY: component_spec.ChannelParameter(type=artifacts.Recalls),
         C.SEQUENCES_KEY: component_spec.ChannelParameter(type=standard_artifacts.Examples),
         C.MODEL_KEY: component_spec.ChannelParameter(type=standard_artifacts.Model),
+        # The baseline: the previous release's model, scored on the same holdout.
+        C.PREVIOUS_KEY: component_spec.ChannelParameter(type=standard_artifacts.Model),
     }
     OUTPUTS = {
         C.METRICS_KEY: component_spec.ChannelParameter(type=artifacts.RecallMetrics),
@@ -31,14 +32,14 @@ class Evaluate(base_beam_component.BaseBeamComponent):
     SPEC_CLASS = EvaluateSpec
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
 
-    def __init__(self, recalls, sequences, model, config: EvaluateConfig, output_dir: str):
+    def __init__(self, recalls, sequences, model, previous, config: EvaluateConfig):
         super().__init__(
             spec=EvaluateSpec(
                 recalls=recalls,
                 sequences=sequences,
                 model=model,
+                previous=previous,
                 custom_config=config.to_json(),
-                output_dir=output_dir,
                 metrics=channel_utils.as_channel([artifacts.RecallMetrics()]),
                 blessing=channel_utils.as_channel([standard_artifacts.ModelBlessing()]),
                 scalar_metrics=channel_utils.as_channel([artifacts.ScalarMetrics()]),

@@ -19,7 +19,6 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         recalls_uri = artifact_utils.get_single_uri(input_dict[C.RECALLS_KEY])
         sequences_uri = artifact_utils.get_single_uri(input_dict[C.SEQUENCES_KEY])
         blessing = artifact_utils.get_single_instance(output_dict[C.BLESSING_KEY])
-        output_dir = exec_properties[C.OUTPUT_DIR_KEY]
         metrics = logic.evaluate(
             self._make_beam_pipeline,
             os.path.join(recalls_uri, C.RECALLS_DIR, f"*{C.PARQUET_SUFFIX}"),
@@ -28,7 +27,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             artifact_utils.get_single_uri(output_dict[C.METRICS_KEY]),
             blessing.uri,
             EvaluateConfig.from_json(exec_properties[C.CONFIG_KEY]),
-            output_dir,
+            artifact_utils.get_single_uri(input_dict[C.PREVIOUS_KEY]),
         )
         blessing.set_int_custom_property(C.BLESSED_PROPERTY, int(metrics["blessed"]))
         # The headline numbers where the KFP and ML Metadata UIs show them.

@@ -16,9 +16,13 @@ import tensorflow as tf
 
 from offline_recall.components import common
 from offline_recall.components import contracts as C
+from offline_recall.components.recall import logic as recall_logic
 from offline_recall.pipeline.config import EvaluateConfig
 from offline_recall.trainer import export
 from offline_recall.trainer import features as F
+
+# Users per batch when the baseline model recalls (the same batching as RecallConfig's default).
+BASELINE_BATCH_SIZE = 512
 
 
 def user_metrics(ranked: Sequence[str], target: str, ks: Sequence[int]) -> dict[str, float]:
@@ -133,13 +137,44 @@ def EvaluateRecalls(recalls, eval_examples, model_uri: str, ks: Sequence[int]): 
     return {"model": model, "popularity": popularity, "coverage": coverage}
 
 
-def raw_metrics(model: dict, popularity: dict, coverage: dict[int, int]) -> dict:
+def raw_metrics(
+    model: dict, popularity: dict, coverage: dict[int, int], baseline: dict | None = None
+) -> dict:
     """What the Beam steps hand to `finalize_metrics`, as JSON."""
-    return {"model": model, "popularity": popularity, "coverage_counts": coverage}
+    return {
+        "model": model,
+        "popularity": popularity,
+        "coverage_counts": coverage,
+        "baseline": baseline,
+    }
 
 
-def finalize_metrics(raw: dict, catalog_size: int, ks: Sequence[int]) -> dict:
-    """Adds recall@k (= hr@k, one held-out item per user) and coverage@k to the raw metrics."""
+@beam.ptransform_fn
+def ScoreBaseline(eval_examples, baseline_uri: str, ks: Sequence[int]):  # noqa: N802
+    """The previous release's model on today's holdout: its recalls, made by the same code as
+    today's (`RecallUsers`, visited items excluded), scored like them. A singleton of metrics."""
+    recalls = eval_examples | "RecallBaselineUsers" >> recall_logic.RecallUsers(
+        baseline_uri, max(ks), BASELINE_BATCH_SIZE
+    )
+    return (
+        recalls["recalls"]
+        | "BaselineUserMetrics" >> beam.Map(recall_row_metrics, ks)
+        | "MeanBaselineMetrics" >> beam.CombineGlobally(MeanMetricsFn())
+    )
+
+
+def finalize_metrics(
+    raw: dict, catalog_size: int, ks: Sequence[int], previous: dict | None = None
+) -> dict:
+    """Adds recall@k (= hr@k, one held-out item per user) and coverage@k to the raw metrics,
+    and names the release the baseline metrics (if any) are of.
+
+    Args:
+        raw: what `raw_metrics` wrote.
+        catalog_size: recommendable items.
+        ks: the cut-offs.
+        previous: PreviousRelease's previous.json when it found a release.
+    """
     coverage_counts = {int(k): v for k, v in raw["coverage_counts"].items()}
     model = dict(raw["model"])
     for k in ks:
@@ -147,25 +182,37 @@ def finalize_metrics(raw: dict, catalog_size: int, ks: Sequence[int]) -> dict:
         model[C.metric_key("coverage", k)] = (
             coverage_counts.get(k, 0) / catalog_size if catalog_size else 0.0
         )
+    baseline = None
+    if raw.get("baseline") is not None and previous:
+        baseline = {
+            "model": raw["baseline"],
+            "run_id": previous["run_id"],
+            "run_date": previous["run_date"],
+            "release": previous["release"],
+            # What that release scored on its own day's holdout, for reference only.
+            "own_holdout": previous.get("metrics", {}).get("model", {}),
+        }
     return {
         "model": model,
         "popularity": raw["popularity"],
+        "baseline": baseline,
         "catalog_size": catalog_size,
         "ks": list(ks),
     }
 
 
-def bless(
-    metrics: dict, catalog_size: int, config: EvaluateConfig, previous: dict | None
-) -> tuple[bool, list[str]]:
+def bless(metrics: dict, catalog_size: int, config: EvaluateConfig) -> tuple[bool, list[str]]:
     """Decides whether a run may be published; returns (blessed, reasons it was not).
 
+    The regression rule compares like with like, as TFX's Evaluator does with a baseline model:
+    the previous release's model scored on **today's** holdout. A first run (no baseline) is
+    judged on the thresholds alone.
+
     Args:
-        metrics: {"model": {...}, "popularity": {...}} with the blessing metric (hr@50) among
-            the keys.
+        metrics: {"model": {...}, "popularity": {...}, "baseline": None or {"model": {...},
+            "run_id", "run_date"}} with the blessing metric (hr@50) among the keys.
         catalog_size: number of recommendable items.
         config: the `evaluate` section.
-        previous: the last published run's metrics, if any.
     """
     reasons = []
     key = C.BLESSING_METRIC
@@ -182,12 +229,15 @@ def bless(
     ratio = config.min_ratio_to_popularity
     if hr < ratio * popular[key]:
         reasons.append(f"{key} {hr:.4f} < {ratio} x popularity baseline {popular[key]:.4f}")
-    if previous and key in previous.get("model", {}):
-        floor = (1.0 - config.max_regression) * previous["model"][key]
+    baseline = metrics.get("baseline")
+    if baseline and key in baseline["model"]:
+        floor = (1.0 - config.max_regression) * baseline["model"][key]
         if hr < floor:
             reasons.append(
-                f"{key} {hr:.4f} regressed below {floor:.4f} (last published "
-                f"{previous['model'][key]:.4f}, evaluate.max_regression {config.max_regression})"
+                f"{key} {hr:.4f} regressed below {floor:.4f}: the previous release "
+                f"(run {baseline['run_id']}, date {baseline['run_date']}) scores "
+                f"{baseline['model'][key]:.4f} on today's holdout "
+                f"(evaluate.max_regression {config.max_regression})"
             )
     return not reasons, reasons
 
@@ -203,15 +253,12 @@ def headline_metrics(metrics: dict) -> dict[str, float]:
         key = C.metric_key("hr", k)
         if key in metrics["popularity"]:
             headline[f"popularity_{key}"] = float(metrics["popularity"][key])
+        baseline = (metrics.get("baseline") or {}).get("model", {})
+        for name in ("hr", "ndcg"):
+            key = C.metric_key(name, k)
+            if key in baseline:
+                headline[f"baseline_{key}"] = float(baseline[key])
     return headline
-
-
-def previous_metrics(output_dir: str) -> dict | None:
-    """The metrics of the release LATEST points to, or None before the first publish."""
-    latest = common.read_latest(output_dir)
-    if latest is None:
-        return None
-    return common.read_json(os.path.join(latest["release"], C.METRICS_FILE))
 
 
 def evaluate(
@@ -222,7 +269,7 @@ def evaluate(
     metrics_dir: str,
     blessing_dir: str,
     config: EvaluateConfig,
-    output_dir: str | None,
+    previous_uri: str | None,
 ) -> dict:
     """Scores the eval recalls on the holdout, decides the blessing, and writes both.
 
@@ -234,29 +281,38 @@ def evaluate(
         metrics_dir: where `metrics.json` goes.
         blessing_dir: where the BLESSED or NOT_BLESSED marker goes.
         config: the `evaluate` section.
-        output_dir: the output folder, whose current release (LATEST) is the regression
-            baseline; None for no baseline.
+        previous_uri: PreviousRelease's Model artifact: the baseline model, scored on the
+            same holdout through the same recall code; None (or an artifact that found no
+            release) for no baseline.
 
     Returns:
         metrics.json's content, with `blessed` and `not_blessed_because`.
     """
     ks = config.metric_ks()
     raw_path = os.path.join(metrics_dir, C.RAW_METRICS_FILE)
+    previous = export.read_previous(previous_uri) if previous_uri else None
+    if previous and not previous["found"]:
+        previous = None
     with make_pipeline() as pipeline:
         recalls = pipeline | "ReadRecalls" >> beam.io.ReadFromParquet(recalls_pattern)
         eval_examples = pipeline | "ReadEvalExamples" >> beam.io.ReadFromTFRecord(eval_pattern)
         result = recalls | "EvaluateRecalls" >> EvaluateRecalls(eval_examples, model_uri, ks)
+        side = {}
+        if previous:
+            side["baseline"] = beam.pvalue.AsSingleton(
+                eval_examples | "ScoreBaseline" >> ScoreBaseline(previous_uri, ks)
+            )
         _ = pipeline | "WriteRawMetrics" >> common.WriteJsonOnce(
             raw_path,
             raw_metrics,
             model=beam.pvalue.AsSingleton(result["model"]),
             popularity=beam.pvalue.AsSingleton(result["popularity"]),
             coverage=beam.pvalue.AsDict(result["coverage"]),
+            **side,
         )
     catalog_size = export.read_item_vector_table(model_uri).num_rows
-    metrics = finalize_metrics(common.read_json(raw_path), catalog_size, ks)
-    previous = previous_metrics(output_dir) if output_dir else None
-    blessed, reasons = bless(metrics, catalog_size, config, previous)
+    metrics = finalize_metrics(common.read_json(raw_path), catalog_size, ks, previous)
+    blessed, reasons = bless(metrics, catalog_size, config)
     metrics["blessed"] = blessed
     metrics["not_blessed_because"] = reasons
     common.write_json(os.path.join(metrics_dir, C.METRICS_FILE), metrics)

@@ -28,6 +28,8 @@ class PublishSpec(component_spec.ComponentSpec):
         C.METRICS_KEY: component_spec.ChannelParameter(type=artifacts.RecallMetrics),
         # Ingest's counts: the spans the release was built from go into its manifest.
         C.INGEST_REPORT_KEY: component_spec.ChannelParameter(type=artifacts.StageReport),
+        # Compare's account of today against the previous release, for the manifest.
+        C.COMPARISON_KEY: component_spec.ChannelParameter(type=artifacts.StageReport),
     }
     OUTPUTS = {
         C.RELEASE_KEY: component_spec.ChannelParameter(type=artifacts.StageReport),
@@ -46,6 +48,7 @@ class Publish(base_component.BaseComponent):
         blessing,
         metrics,
         ingest_report,
+        comparison,
         output_dir: str,
         input_base: str,
         config: Config,
@@ -61,6 +64,7 @@ class Publish(base_component.BaseComponent):
                 blessing=blessing,
                 metrics=metrics,
                 ingest_report=ingest_report,
+                comparison=comparison,
                 output_dir=output_dir,
                 input_base=input_base,
                 custom_config=config.publish.to_json(),

@@ -12,6 +12,7 @@ from offline_recall.components import common
 from offline_recall.components import contracts as C
 from offline_recall.components.publish import logic
 from offline_recall.pipeline.config import PublishConfig
+from offline_recall.trainer import export
 
 
 class Executor(base_executor.BaseExecutor):
@@ -19,19 +20,23 @@ class Executor(base_executor.BaseExecutor):
         blessing = artifact_utils.get_single_instance(input_dict[C.BLESSING_KEY])
         ingest = common.read_summary(artifact_utils.get_single_uri(input_dict[C.INGEST_REPORT_KEY]))
         metrics_uri = artifact_utils.get_single_uri(input_dict[C.METRICS_KEY])
+        model_uri = artifact_utils.get_single_uri(input_dict[C.MODEL_KEY])
+        comparison = common.read_summary(
+            artifact_utils.get_single_uri(input_dict[C.COMPARISON_KEY])
+        )
         record = logic.publish_if_blessed(
             exec_properties[C.OUTPUT_DIR_KEY],
             exec_properties.get(C.RUN_ID_KEY) or "",
             bool(blessing.get_int_custom_property(C.BLESSED_PROPERTY)),
             artifact_utils.get_single_uri(input_dict[C.RECALLS_KEY]),
-            artifact_utils.get_single_uri(input_dict[C.MODEL_KEY]),
+            model_uri,
             common.read_json(os.path.join(metrics_uri, C.METRICS_FILE)),
             {
                 "input": exec_properties[C.INPUT_BASE_KEY],
                 "input_note": exec_properties.get(C.INPUT_NOTE_KEY) or "",
-                "run_date": ingest["run_date"],
-                "input_spans": ingest["spans"],
-                "window_first_day": ingest["window_first_day"],
+                **logic.span_facts(ingest),
+                "warm_start": export.read_train_summary(model_uri).get("warm_start"),
+                "compared_with_previous": comparison,
                 "config": json.loads(exec_properties[C.RUN_CONFIG_KEY]),
             },
             PublishConfig.from_json(exec_properties[C.CONFIG_KEY]),

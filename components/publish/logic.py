@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import tensorflow as tf
 
-from offline_recall.components import common
+from offline_recall.components import common, releases
 from offline_recall.components import contracts as C
 from offline_recall.pipeline import housekeeping
 from offline_recall.pipeline.config import PublishConfig
@@ -44,15 +44,6 @@ def copy_parquet(src_files: list[str], dst_dir: str, columns: tuple[str, ...]) -
         rows += table.num_rows
         common.write_parquet(table, os.path.join(dst_dir, f"part-{i:05d}{C.PARQUET_SUFFIX}"))
     return rows
-
-
-def copy_tree(src: str, dst: str) -> None:
-    """Copies a folder, file by file, on any filesystem TF knows."""
-    for root, _, names in tf.io.gfile.walk(src):
-        target = os.path.join(dst, os.path.relpath(root, src))
-        tf.io.gfile.makedirs(target)
-        for name in names:
-            tf.io.gfile.copy(os.path.join(root, name), os.path.join(target, name), overwrite=True)
 
 
 def describe_files(folder: str) -> dict[str, dict]:
@@ -108,6 +99,24 @@ def verify_release(folder: str) -> None:
         raise PublishError(f"release {folder}: {extra[0]} is on disk but not in the manifest")
 
 
+def span_facts(ingest: dict) -> dict:
+    """What a release's manifest says of its input's days: the run date, the TFX span numbers
+    (days since 1970-01-01) and the dates they cover; from Ingest's summary."""
+    spans = ingest["spans"]
+    dated = ingest["run_date"] is not None and bool(spans)
+    epoch = datetime.date(1970, 1, 1)
+    return {
+        "run_date": ingest["run_date"],
+        "input_spans": spans,
+        "input_span_dates": (
+            [(epoch + datetime.timedelta(days=s)).isoformat() for s in (spans[0], spans[-1])]
+            if dated
+            else None
+        ),
+        "window_first_day": ingest["window_first_day"],
+    }
+
+
 def _is_local(path: str) -> bool:
     return "://" not in path
 
@@ -135,6 +144,25 @@ def _switch_link(output_dir: str, run_id: str) -> None:
     os.replace(tmp_link, os.path.join(output_dir, C.PUBLISHED_LINK))
 
 
+def _current_run_date(output_dir: str) -> tuple[str | None, str | None]:
+    """(the current release's folder, its run date) from LATEST and that release's manifest."""
+    latest = common.read_latest(output_dir)
+    if latest is None:
+        return None, None
+    if "run_date" in latest:
+        return latest["release"], latest["run_date"]
+    manifest_path = os.path.join(latest["release"], C.MANIFEST_FILE)
+    if not tf.io.gfile.exists(manifest_path):
+        return latest["release"], None
+    return latest["release"], common.read_json(manifest_path).get("run_date")
+
+
+def should_point(new_date: str | None, current_date: str | None) -> bool:
+    """LATEST moves to a new release unless that release is of an older date than the current
+    one's (a backfill): consumers keep reading the newest day."""
+    return new_date is None or current_date is None or new_date >= current_date
+
+
 def publish_release(
     output_dir: str,
     run_id: str,
@@ -146,8 +174,13 @@ def publish_release(
     *,
     keep_releases: int,
     serving_model_dir: str | None = None,
-) -> str:
+    warm_start_dir: str | None = None,
+) -> dict:
     """Writes a release, checks it against its manifest, then points LATEST at it.
+
+    The release replaces any earlier release of the same run date (a rerun of a day leaves one
+    release for that day). LATEST moves to it unless the current release is of a later date
+    (a backfill writes its day's release and leaves LATEST on the newest day).
 
     Args:
         output_dir: the output folder.
@@ -155,17 +188,21 @@ def publish_release(
         recalls_files, user_vector_files: the Recalls artifact's Parquet files.
         item_vectors: the Model artifact's item vector table.
         metrics: Evaluate's metrics, copied as metrics.json.
-        manifest: what the release was built from; rows and files are added.
+        manifest: what the release was built from (with `run_date`, None when undated); rows
+            and files are added.
         keep_releases: releases kept beside the current one.
         serving_model_dir: the serving SavedModel, copied as user_model/.
+        warm_start_dir: the model's warm-start source, copied as warm_start/.
 
     Returns:
-        The new release folder.
+        {release, pointed (whether LATEST now names it), current, replaced (same-date releases
+        removed), pruned}.
     """
     _check_link(output_dir)
     release = os.path.join(output_dir, C.RELEASES_DIR, run_id)
     if tf.io.gfile.exists(release):
         raise PublishError(f"release {release} exists already")
+    run_date = manifest.get("run_date")
     columns = C.PUBLISHED_COLUMNS
     counts = {
         table: copy_parquet(files, os.path.join(release, table), columns[table])
@@ -181,7 +218,9 @@ def publish_release(
     )
     counts[C.ITEM_VECTORS_DIR] = item_vectors.num_rows
     if serving_model_dir:
-        copy_tree(serving_model_dir, os.path.join(release, C.RELEASE_MODEL_DIR))
+        common.copy_tree(serving_model_dir, os.path.join(release, C.RELEASE_MODEL_DIR))
+    if warm_start_dir and tf.io.gfile.isdir(warm_start_dir):
+        common.copy_tree(warm_start_dir, os.path.join(release, C.WARM_START_DIR))
     common.write_json(os.path.join(release, C.METRICS_FILE), metrics)
     files = describe_files(release)
     manifest = {
@@ -194,20 +233,37 @@ def publish_release(
     common.write_json(os.path.join(release, C.MANIFEST_FILE), manifest)
     verify_release(release)
     common.failpoint("publish:written")
-    common.write_json(
-        os.path.join(output_dir, C.LATEST_FILE),
-        {
-            "run_id": run_id,
-            "release": release,
-            "published_at": datetime.datetime.now(datetime.UTC).isoformat(),
-        },
-    )
-    common.failpoint("publish:pointed")
-    if _is_local(output_dir):
-        _switch_link(output_dir, run_id)
-    common.failpoint("publish:switched")
-    prune_releases(output_dir, keep_releases)
-    return release
+    current, current_date = _current_run_date(output_dir)
+    pointed = should_point(run_date, current_date)
+    if pointed:
+        common.write_json(
+            os.path.join(output_dir, C.LATEST_FILE),
+            {
+                "run_id": run_id,
+                "release": release,
+                "run_date": run_date,
+                "published_at": datetime.datetime.now(datetime.UTC).isoformat(),
+            },
+        )
+        common.failpoint("publish:pointed")
+        if _is_local(output_dir):
+            _switch_link(output_dir, run_id)
+        common.failpoint("publish:switched")
+        current = release
+    replaced = []
+    if run_date is not None:
+        # Only after the switch: until then the old copy may be what LATEST names.
+        for old in releases.list_releases(output_dir):
+            if old.run_date == run_date and old.folder not in (release, current):
+                tf.io.gfile.rmtree(old.folder)
+                replaced.append(old.folder)
+    return {
+        "release": release,
+        "pointed": pointed,
+        "current": current,
+        "replaced": replaced,
+        "pruned": prune_releases(output_dir, keep_releases),
+    }
 
 
 def sync_published_link(output_dir: str) -> bool:
@@ -228,18 +284,19 @@ def sync_published_link(output_dir: str) -> bool:
 def prune_releases(output_dir: str, keep: int) -> list[str]:
     """Removes all but the newest `keep` releases beside the current one.
 
-    Release names sort by time. A folder without a manifest is what a run killed while writing
-    left: it is removed whatever its age (one run per output folder at a time).
+    Releases order by run date, then run id (time), so a backfilled day counts as old. A folder
+    without a manifest is what a run killed while writing left: it is removed whatever its age
+    (one run per output folder at a time).
     """
-    releases = os.path.join(output_dir, C.RELEASES_DIR)
-    if not tf.io.gfile.isdir(releases):
+    root = os.path.join(output_dir, C.RELEASES_DIR)
+    if not tf.io.gfile.isdir(root):
         return []
     current = current_release(output_dir)
-    names = sorted(n.rstrip("/") for n in tf.io.gfile.listdir(releases))
-    folders = [os.path.join(releases, n) for n in names]
-    folders = [f for f in folders if f != current and tf.io.gfile.isdir(f)]
-    complete = [f for f in folders if tf.io.gfile.exists(os.path.join(f, C.MANIFEST_FILE))]
-    doomed = [f for f in folders if f not in complete] + complete[: max(0, len(complete) - keep)]
+    complete = [r.folder for r in releases.list_releases(output_dir) if r.folder != current]
+    names = sorted(n.rstrip("/") for n in tf.io.gfile.listdir(root))
+    folders = [os.path.join(root, n) for n in names]
+    incomplete = [f for f in folders if f != current and f not in complete and tf.io.gfile.isdir(f)]
+    doomed = incomplete + complete[: max(0, len(complete) - keep)]
     for folder in doomed:
         tf.io.gfile.rmtree(folder)
     return doomed
@@ -269,7 +326,8 @@ def publish_if_blessed(
         config: the `publish` section.
 
     Returns:
-        What happened: {published, run_id, and release or kept + not_blessed_because}.
+        What happened: {published, run_id, and release, pointed, current, replaced, pruned
+        (see `publish_release`) or kept + not_blessed_because}.
     """
     if _is_local(output_dir):
         output_dir = os.path.abspath(output_dir)
@@ -282,7 +340,7 @@ def publish_if_blessed(
             "not_blessed_because": metrics.get("not_blessed_because", []),
             "kept": current_release(output_dir),
         }
-    release = publish_release(
+    done = publish_release(
         output_dir,
         run_id,
         common.parquet_files(os.path.join(recalls_dir, C.RECALLS_DIR)),
@@ -292,5 +350,6 @@ def publish_if_blessed(
         {"run_id": run_id, **manifest},
         keep_releases=config.keep_releases,
         serving_model_dir=export.serving_model_path(model_uri),
+        warm_start_dir=os.path.join(model_uri, C.WARM_START_DIR),
     )
-    return {"published": True, "run_id": run_id, "release": release}
+    return {"published": True, "run_id": run_id, **done}

@@ -26,6 +26,7 @@ class ReportSpec(component_spec.ComponentSpec):
         C.SERVING_RECALL_REPORT_KEY: component_spec.ChannelParameter(type=artifacts.StageReport),
         C.RECALLS_KEY: component_spec.ChannelParameter(type=artifacts.Recalls),
         C.RELEASE_KEY: component_spec.ChannelParameter(type=artifacts.StageReport),
+        C.COMPARISON_KEY: component_spec.ChannelParameter(type=artifacts.StageReport),
     }
     OUTPUTS = {
         # The run summary again, as an artifact: the run's account in ML Metadata's lineage.

@@ -28,6 +28,7 @@ class Executor(base_executor.BaseExecutor):
                 serving_recall_report=uri(C.SERVING_RECALL_REPORT_KEY),
                 serving_recalls=uri(C.RECALLS_KEY),
                 release=uri(C.RELEASE_KEY),
+                comparison=uri(C.COMPARISON_KEY),
             ),
         )
         common.write_summary(artifact_utils.get_single_uri(output_dict[C.REPORT_KEY]), summary)

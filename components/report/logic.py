@@ -33,6 +33,7 @@ class StageOutputs:
     serving_recall_report: str
     serving_recalls: str
     release: str
+    comparison: str
 
 
 def top1_scores(recall_files: list[str], limit: int = TOP1_SCORES_LIMIT) -> np.ndarray:
@@ -81,6 +82,7 @@ def run_summary(output_dir: str, input_base: str, stages: StageOutputs) -> dict:
             "eval": common.read_summary(stages.eval_recall_report),
         },
         "evaluate": common.read_json(os.path.join(stages.metrics, C.METRICS_FILE)),
+        "compare": common.read_summary(stages.comparison),
         "publish": publish,
     }
 

@@ -81,6 +81,56 @@ def _table(data: dict) -> str:
     return "<table>" + "".join(rows) + "</table>"
 
 
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def _number(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def comparison_section(comparison: dict | None) -> str:
+    """ "Compared with the previous release": both models on today's holdout, list churn, new
+    items. Says why not when there is nothing to compare with."""
+    if not comparison:
+        return ""
+    head = "<h2>Compared with the previous release</h2>"
+    if not comparison.get("compared"):
+        return head + f"<p>Nothing to compare with: {html.escape(comparison.get('why_not', ''))}"
+    previous = comparison["previous"]
+    rows = "".join(
+        f"<tr><td>{html.escape(key)}</td><td>{_number(v['today'])}</td>"
+        f"<td>{_number(v['previous'])}</td></tr>"
+        for key, v in comparison["metrics"].items()
+    )
+    facts = [
+        ("users compared (in both releases)", comparison["users_compared"]),
+        (
+            "users whose top-N changed",
+            f"{comparison['users_changed']} ({_pct(comparison['share_changed'])})",
+        ),
+        ("mean Jaccard similarity of a user's two lists", _number(comparison["mean_jaccard"])),
+        ("users new today / gone since", f"{comparison['users_new']} / {comparison['users_gone']}"),
+        ("catalog items today", comparison["catalog_items"]),
+        (
+            "new items (not in the previous catalog) / recalled for someone",
+            f"{comparison['new_items']} / {comparison['new_items_recalled']}",
+        ),
+        ("items dropped from the catalog", comparison["dropped_items"]),
+    ]
+    fact_rows = "".join(
+        f"<tr><th>{html.escape(name)}</th><td>{html.escape(str(value))}</td></tr>"
+        for name, value in facts
+    )
+    return (
+        head + f"<p>Previous release: run {html.escape(str(previous['run_id']))}, date "
+        f"{html.escape(str(previous['run_date']))}. Both models are scored on today's "
+        "holdout, through the same recall code.</p>"
+        f"<table><tr><th>metric</th><th>today</th><th>previous release</th></tr>{rows}</table>"
+        f"<p></p><table>{fact_rows}</table>"
+    )
+
+
 def write_report(
     report_dir: str,
     summary: dict,
@@ -114,6 +164,7 @@ td,th{{border:1px solid #ccc;padding:2px 6px;text-align:left;vertical-align:top}
 <p>finished {html.escape(str(summary.get("finished_at")))}</p>
 <h2>Holdout metrics</h2><table><tr><th>K</th><th>HR</th><th>NDCG</th><th>coverage</th>
 <th>popularity HR</th></tr>{metric_rows}</table>
+{comparison_section(summary.get("compare"))}
 {"".join(f'<p><img src="{p}" alt="{p}"></p>' for p in plots)}
 {"".join(f"<p>{html.escape(n)}</p>" for n in notes)}
 {sections}</body></html>"""

@@ -1,0 +1,77 @@
+"""Copies the release a run starts from into a Model artifact laid out as the Trainer's.
+
+The artifact holds `Format-Serving/1/` (the release's serving SavedModel), the item vector table,
+the warm-start source when the release has one, and `previous.json`; or, when there is no earlier
+release, only `previous.json` saying why. A copy, not a reference: the release may be pruned
+later, and the artifact must still say what the run started from.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pyarrow as pa
+import tensorflow as tf
+
+from offline_recall.components import common, releases
+from offline_recall.components import contracts as C
+from offline_recall.trainer import export
+
+# The version folder the copied SavedModel gets under Format-Serving.
+SERVING_VERSION = "1"
+
+
+def item_vectors_from_release(release_dir: str) -> pa.Table:
+    """A release's published item vectors as the Model artifact's table (indices in file order)."""
+    parts = [
+        common.read_parquet(path)
+        for path in common.parquet_files(os.path.join(release_dir, C.ITEM_VECTORS_DIR))
+    ]
+    table = pa.concat_tables(parts) if parts else C.ITEM_VECTORS_SCHEMA.empty_table()
+    return pa.table(
+        [
+            pa.array(np.arange(table.num_rows, dtype=np.int64)),
+            table.column(C.ITEM_ID_COLUMN),
+            table.column(C.VECTOR_COLUMN),
+            table.column(C.COUNT_COLUMN),
+        ],
+        schema=C.ITEM_VECTORS_SCHEMA,
+    )
+
+
+def materialize(output_dir: str, run_date: str | None, model_uri: str) -> dict:
+    """Finds the previous release (`releases.previous_release`) and copies it into `model_uri`.
+
+    Args:
+        output_dir: the output folder.
+        run_date: this run's date (YYYY-MM-DD), or None for an undated input.
+        model_uri: the Model artifact to fill.
+
+    Returns:
+        previous.json's content: {found, why (or why_not), run_id, run_date, release,
+        metrics (the release's own holdout metrics)}.
+    """
+    release, why = releases.previous_release(output_dir, run_date)
+    if release is None:
+        found = {"found": False, "why_not": why}
+    else:
+        common.copy_tree(
+            os.path.join(release.folder, C.RELEASE_MODEL_DIR),
+            os.path.join(model_uri, C.SERVING_MODEL_DIR, SERVING_VERSION),
+        )
+        export.write_item_vectors(model_uri, item_vectors_from_release(release.folder))
+        warm = os.path.join(release.folder, C.WARM_START_DIR)
+        if tf.io.gfile.isdir(warm):
+            common.copy_tree(warm, os.path.join(model_uri, C.WARM_START_DIR))
+        manifest = common.read_json(os.path.join(release.folder, C.MANIFEST_FILE))
+        found = {
+            "found": True,
+            "why": why,
+            "run_id": release.run_id,
+            "run_date": release.run_date,
+            "release": release.folder,
+            "metrics": manifest.get("metrics", {}),
+        }
+    common.write_json(os.path.join(model_uri, C.PREVIOUS_FILE), found)
+    return found
