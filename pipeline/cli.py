@@ -201,6 +201,26 @@ def _print_summary(summary: dict, out) -> None:
             f"coverage {model.get(f'coverage@{k}', 0):.4f}   "
             f"(popularity HR {popular.get(f'hr@{k}', 0):.4f})\n"
         )
+    warm = summary.get("trainer", {}).get("warm_start") or {}
+    if warm.get("used"):
+        source = warm["source"]
+        out.write(
+            f"warm start: from release {source['run_id']} (date {source['run_date']}): "
+            f"{warm['items_carried']} items carried over by id, {warm['items_new']} new\n"
+        )
+    elif warm:
+        out.write(f"trained from scratch: {warm.get('why_not')}\n")
+    compared = summary.get("compare") or {}
+    if compared.get("compared"):
+        hr = compared["metrics"].get(C.BLESSING_METRIC, {})
+        previous = compared["previous"]
+        out.write(
+            f"vs previous release {previous['run_id']} (date {previous['run_date']}) on today's "
+            f"holdout: {C.BLESSING_METRIC} {hr.get('today', 0):.4f} vs "
+            f"{hr.get('previous') or 0:.4f}; lists changed for {compared['users_changed']} of "
+            f"{compared['users_compared']} users; {compared['new_items']} new items, "
+            f"{compared['new_items_recalled']} recalled\n"
+        )
     refit = summary.get("trainer", {}).get("refit")
     if refit:
         out.write(
@@ -214,6 +234,12 @@ def _print_summary(summary: dict, out) -> None:
             f"published: {publish.get('release')} "
             f"(pointer: {os.path.join(summary['output'], C.LATEST_FILE)})\n"
         )
+        for replaced in publish.get("replaced", []):
+            out.write(f"replaced the earlier release of the same date: {replaced}\n")
+        if not publish.get("pointed", True):
+            out.write(
+                f"LATEST stays on {publish['current']}: it is of a later date than this run's\n"
+            )
     else:
         out.write(
             "NOT published (previous set kept): "
@@ -314,9 +340,8 @@ def _run_locked(args, beam_args, config, output_dir: str, run_id: str, lock) -> 
         if args.input:
             input_base = args.input if "://" in args.input else os.path.abspath(args.input)
         else:
-            from offline_recall.pipeline import synthetic
-
             from offline_recall.components.ingest import sources
+            from offline_recall.pipeline import synthetic
 
             last_day = synthetic.DEFAULT_LAST_DAY
             if args.date:
@@ -350,9 +375,11 @@ def _run_locked(args, beam_args, config, output_dir: str, run_id: str, lock) -> 
             spans = sorted({f.span for f in files})
             how = "given" if args.date else "the newest day folder"
             days = f"from {window.first_day}" if window.first_day else "all history"
+            epoch = datetime.date(1970, 1, 1)
+            first, last = (str(epoch + datetime.timedelta(days=s)) for s in (spans[0], spans[-1]))
             print(
                 f"run date {window.run_date} ({how}); window: {days}; "
-                f"{len(spans)} span(s) {spans[0]}..{spans[-1]}",
+                f"{len(spans)} span(s) {spans[0]}..{spans[-1]} ({first}..{last})",
                 flush=True,
             )
 

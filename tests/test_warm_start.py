@@ -77,7 +77,9 @@ def test_rows_follow_their_item_new_items_start_fresh_and_slots_stay_behind(tmp_
     for new_index, key in enumerate(new_keys):
         if key in old_keys:
             old_index = old_keys.index(key)
-            np.testing.assert_array_equal(start[model_lib.ITEM_EMBEDDINGS][new_index], old_rows[old_index])
+            np.testing.assert_array_equal(
+                start[model_lib.ITEM_EMBEDDINGS][new_index], old_rows[old_index]
+            )
             assert start[F.SOFTMAX_BIAS][new_index] == old_bias[old_index]
         else:
             row = start[model_lib.ITEM_EMBEDDINGS][new_index]
