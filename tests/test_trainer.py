@@ -343,7 +343,9 @@ def test_exported_vectors_reproduce_the_model_logits(tmp_path, variant):
             for v in tf.compat.v1.global_variables()
             if v.op.name == model_lib.output_kernel_name(params)
         ][0]
-        logits = losses.logits(kernel_var, bias_var, spec.predictions["user_vector"])
+        logits = losses.logits(
+            kernel_var, tf.reshape(bias_var, [-1]), spec.predictions["user_vector"]
+        )
         with tf.compat.v1.Session() as sess:
             tf.compat.v1.train.Saver().restore(sess, checkpoint)
             model_logits = sess.run(logits)
