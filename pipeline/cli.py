@@ -363,7 +363,11 @@ def _run_locked(args, beam_args, config, output_dir: str, run_id: str, lock) -> 
 
         try:
             files, window = sources.preflight(
-                input_base, config.ingest.max_spans, args.date, config.ingest.window_days
+                input_base,
+                config.ingest.max_spans,
+                args.date,
+                config.ingest.window_days,
+                config.ingest.allow_missing_run_date,
             )
         except Exception as e:  # noqa: BLE001 - only our own errors are printed as one line
             ours = _our_error(e)
@@ -382,6 +386,12 @@ def _run_locked(args, beam_args, config, output_dir: str, run_id: str, lock) -> 
                 f"{len(spans)} span(s) {spans[0]}..{spans[-1]} ({first}..{last})",
                 flush=True,
             )
+            if last != window.run_date:
+                print(
+                    f"the run date {window.run_date} has no day folder with data: "
+                    f"ingest.allow_missing_run_date lets the run cover the days before it",
+                    flush=True,
+                )
 
         try:
             local_runner.run(

@@ -182,6 +182,9 @@ class IngestConfig(Section):
     # The days, ending at the run date, a run trains on: the day folders (spans) it reads, and
     # the events it keeps (null = all history). Events after the run date are out of the window.
     window_days: int | None = None
+    # A run date whose day folder is missing or empty is exit 2 and publishes nothing; true: the
+    # run covers the earlier days of its window instead (and says so).
+    allow_missing_run_date: bool = False
     # The unit of epoch timestamps: "s", "ms", "us", or "auto" = from each value's magnitude
     # (below 1e11 seconds, below 1e14 milliseconds, below 1e17 microseconds); the summary counts
     # the units found. ISO 8601 strings are read as such whatever this says.

@@ -262,6 +262,12 @@ def test_the_run_date_picks_the_day_folders_of_its_window(tmp_path):
     (tmp_path / "logs" / "2024-01-04").mkdir()
     with pytest.raises(IngestError, match=r"2024-01-04: the run date's day folder holds no data"):
         sources.preflight(root, None, "2024-01-04")
+    # ingest.allow_missing_run_date: the earlier days of the window, which still ends at the date.
+    for date, spans in (("2024-01-04", [19724, 19725]), ("2024-01-05", [19725])):
+        files, window = sources.preflight(root, None, date, 3, allow_missing_day=True)
+        assert [f.span for f in files] == spans and window.run_date == date
+    with pytest.raises(IngestError, match=r"no day folder 2024-01-09/ for the run date"):
+        sources.preflight(root, None, "2024-01-09", 2, allow_missing_day=True)
 
 
 def test_events_after_the_run_date_are_out_of_the_window_not_quarantined(tmp_path):

@@ -23,6 +23,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             config.max_spans,
             exec_properties.get(C.RUN_DATE_KEY) or None,
             config.window_days,
+            config.allow_missing_run_date,
         )
         examples = artifact_utils.get_single_instance(output_dict[C.EXAMPLES_KEY])
         examples.split_names = artifact_utils.encode_split_names([F.INGEST_SPLIT])

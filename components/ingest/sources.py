@@ -120,6 +120,7 @@ def discover(
     max_spans: int | None = None,
     run_date: str | None = None,
     window_days: int | None = None,
+    allow_missing_day: bool = False,
 ) -> tuple[list[InputFile], Window]:
     """Lists the input files in read order and the window of days the run covers.
 
@@ -128,7 +129,8 @@ def discover(
     `{YYYY}-{MM}-{DD}` pattern and `StaticRange` number them): the run date defaults to the
     newest folder, and the run reads the folders of the `window_days` days ending at it (all
     earlier ones by default), at most the newest `max_spans`. The run date's own folder must
-    exist and hold data files.
+    exist and hold data files, unless `allow_missing_day`: then the run covers the earlier days
+    of its window (the window still ends at the run date).
 
     Raises:
         IngestError: naming the input, the folder or the date.
@@ -155,12 +157,20 @@ def discover(
     first = datetime.date.fromisoformat(window.first_day) if window.first_day else None
     chosen = [(d, f) for d, f in spans if d <= day and (first is None or d >= first)]
     if not chosen or chosen[-1][0] != day:
+        if not (allow_missing_day and chosen):
+            raise IngestError(
+                f"{input_base}: no day folder {day.isoformat()}/ for the run date (newest is "
+                f"{spans[-1][0].isoformat()})"
+            )
+    elif not _data_files(chosen[-1][1]):
+        if not allow_missing_day:
+            raise IngestError(f"{chosen[-1][1]}: the run date's day folder holds no data files")
+        chosen = chosen[:-1]
+    chosen = [(d, f) for d, f in chosen if _data_files(f)] if allow_missing_day else chosen
+    if not chosen:
         raise IngestError(
-            f"{input_base}: no day folder {day.isoformat()}/ for the run date (newest is "
-            f"{spans[-1][0].isoformat()})"
+            f"{input_base}: no day folder with data files in the window ending {day.isoformat()}"
         )
-    if not _data_files(chosen[-1][1]):
-        raise IngestError(f"{chosen[-1][1]}: the run date's day folder holds no data files")
     if max_spans:
         chosen = chosen[-int(max_spans) :]
     pairs = [((d - _EPOCH).days, path) for d, folder in chosen for path in _data_files(folder)]
@@ -315,6 +325,7 @@ def preflight(
     max_spans: int | None,
     run_date: str | None = None,
     window_days: int | None = None,
+    allow_missing_day: bool = False,
 ) -> tuple[list[InputFile], Window]:
     """Fails fast, with one line naming the file, on input that cannot be ingested at all.
 
@@ -323,11 +334,12 @@ def preflight(
         max_spans: with spans, read only the newest this many (None = all).
         run_date: the run's date, YYYY-MM-DD (None: the newest day folder, or no end).
         window_days: the days ending at the run date the run covers (None = all history).
+        allow_missing_day: a missing or empty day folder for the run date is not an error.
 
     Returns:
         (the files to read, the window of days).
     """
-    files, window = discover(input_base, max_spans, run_date, window_days)
+    files, window = discover(input_base, max_spans, run_date, window_days, allow_missing_day)
     has_rows = [preflight_file(f) for f in files]
     if not any(has_rows):
         raise IngestError(f"{input_base}: input has no rows")
