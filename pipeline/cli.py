@@ -386,7 +386,8 @@ def _run_locked(args, beam_args, config, output_dir: str, run_id: str, lock) -> 
                 f"{len(spans)} span(s) {spans[0]}..{spans[-1]} ({first}..{last})",
                 flush=True,
             )
-            if last != window.run_date:
+            # Span 0 is a file outside any day folder: only day folders can miss the date.
+            if spans[-1] and last != window.run_date:
                 print(
                     f"the run date {window.run_date} has no day folder with data: "
                     f"ingest.allow_missing_run_date lets the run cover the days before it",
