@@ -48,15 +48,27 @@ def run_day(logs: str, out: str, day: str, config_path: str) -> dict:
         raise SystemExit(f"run {day} into {out} failed ({result.returncode}):\n{result.stderr}")
     with open(os.path.join(out, "run_summary.json")) as f:
         summary = json.load(f)
+    # Kept per day: the next run overwrites run_summary.json.
+    with open(os.path.join(out, f"run_summary-{day}.json"), "w") as f:
+        json.dump(summary, f)
     return {"summary": summary, "wall_s": wall, "exit": result.returncode}
+
+
+def steps_per_epoch(trainer: dict) -> float:
+    # The summary's global_step is the exported (best) checkpoint's.
+    return trainer["global_step"] / max(trainer["best_epochs"], 1)
+
+
+def total_steps(trainer: dict) -> int:
+    return round(trainer["epochs_trained"] * steps_per_epoch(trainer))
 
 
 def to_target(trainer: dict, target: float) -> tuple[int | None, float | None]:
     """(steps, training seconds) at the first evaluation whose HR@50 reaches `target`."""
-    steps_per_epoch = trainer["global_step"] / max(trainer["epochs_trained"], 1)
+    per_epoch = steps_per_epoch(trainer)
     for point in trainer["eval_history"]:
         if point["hit_rate_at_50"] >= target:
-            return round(point["epochs"] * steps_per_epoch), point["seconds"]
+            return round(point["epochs"] * per_epoch), point["seconds"]
     return None, None
 
 
@@ -71,6 +83,9 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=SyntheticConfig.num_items)
     parser.add_argument("--tolerance", type=float, default=0.005, help="HR@50 short of target")
     parser.add_argument("--work", default="/tmp/offline-recall-warm-start")
+    parser.add_argument(
+        "--window-days", type=int, default=None, help="ingest.window_days of both chains"
+    )
     args = parser.parse_args()
 
     os.makedirs(args.work, exist_ok=True)
@@ -83,7 +98,10 @@ def main() -> None:
     for chain, warm in (("cold", False), ("warm", True)):
         configs[chain] = os.path.join(args.work, f"{chain}.json")
         with open(configs[chain], "w") as f:
-            json.dump({"trainer": {"warm_start": warm}}, f)
+            overrides = {"trainer": {"warm_start": warm}}
+            if args.window_days:
+                overrides["ingest"] = {"window_days": args.window_days}
+            json.dump(overrides, f)
     outs = {chain: os.path.join(args.work, chain) for chain in configs}
     days = [(FIRST_DAY + datetime.timedelta(days=d)).isoformat() for d in range(args.days + 1)]
     # Day 1 trains cold in both chains: nothing came before.
@@ -107,7 +125,7 @@ def main() -> None:
             warm = trainer.get("warm_start", {})
             if steps is None:
                 missed[chain] += 1
-                steps, seconds = trainer["global_step"], trainer["train_seconds"]
+                steps, seconds = total_steps(trainer), trainer["train_seconds"]
             hr = run["summary"]["evaluate"]["model"]["hr@50"]
             totals[chain]["to_t"] += steps
             totals[chain]["to_s"] += seconds
@@ -116,7 +134,7 @@ def main() -> None:
             totals[chain]["hr"] += hr
             print(
                 f"{day:<11} {chain:<5} {hr:6.4f} {target:6.4f} {steps:8d} {seconds:6.1f} "
-                f"{trainer['global_step']:6d} {trainer['train_seconds']:7.1f} "
+                f"{total_steps(trainer):6d} {trainer['train_seconds']:7.1f} "
                 f"{run['wall_s']:7.1f} {warm.get('items_carried', '-')!s:>7} "
                 f"{warm.get('items_new', '-')!s:>4}",
                 flush=True,

@@ -406,8 +406,27 @@ class EvaluateConfig(Section):
     min_ratio_to_popularity: float = 1.0
     # ... and lose no more than this fraction of the last published run's HR@50.
     max_regression: float = 0.10
+    # Output health (on the eval lists, at the blessing K): at least this share of the catalog
+    # recalled for someone ...
+    min_coverage_at_50: float = 0.0
+    # ... a Gini index of how often items are recalled of at most this (1 = one item for all) ...
+    max_gini_at_50: float = 1.0
+    # ... at most this share of users with a list shorter than the largest K (the catalog ran
+    # out of unvisited items) ...
+    max_short_list_share: float = 1.0
+    # ... and at most this share of serving-history events on items the model has no vector for
+    # (far above the usual few percent: ids changed format, or the vocabulary broke).
+    max_serving_oov_rate: float = 0.5
 
     def check(self) -> None:
+        for name in (
+            "min_coverage_at_50",
+            "max_gini_at_50",
+            "max_short_list_share",
+            "max_serving_oov_rate",
+        ):
+            value = getattr(self, name)
+            _require(0 <= value <= 1, self.key(name), "must be in [0, 1]", value)
         _require(
             len(self.ks) >= 1 and all(k >= 1 for k in self.ks),
             self.key("ks"),

@@ -3,6 +3,7 @@
 import math
 
 import apache_beam as beam
+import numpy as np
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
@@ -146,3 +147,74 @@ def test_headline_metrics_for_the_kfp_and_mlmd_uis():
         "coverage@50": 0.9,
         "popularity_hr@50": 0.3,
     }
+
+
+def test_gini_against_hand_values():
+    # Everyone gets the same items: 0. One item in every list out of 4: (2*4 - 4 - 1) / 4 = 0.75.
+    assert logic.gini([5, 5, 5, 5], 4) == 0.0
+    assert logic.gini([8], 4) == pytest.approx(0.75)
+    # Counts 1, 3 over a catalog of 3 (one never recalled): sorted 0, 1, 3;
+    # sum((2i - n - 1) x_i) / (n sum x) = (-2*0 + 0*1 + 2*3) / (3 * 4) = 0.5.
+    assert logic.gini([3, 1], 3) == pytest.approx(0.5)
+    assert logic.gini([], 10) == 0.0
+
+
+def test_popularity_deciles_rank_items_by_training_clicks():
+    counts = np.array([1, 50, 7, 50, 3, 9, 2, 8, 4, 6])
+    # Ten items: one per decile; ties keep vocabulary order.
+    assert logic.popularity_deciles(counts).tolist() == [10, 1, 5, 2, 8, 3, 9, 4, 7, 6]
+    assert logic.popularity_deciles(np.arange(20, 0, -1))[:4].tolist() == [1, 1, 2, 2]
+
+
+def test_output_health_in_beam_and_at_blessing(tmp_path):
+    from offline_recall.components import common
+    from offline_recall.components import contracts as C
+    from offline_recall.trainer import export
+    from offline_recall.trainer import features as F
+
+    model_uri = str(tmp_path / "model")
+    keys = [F.encode_id(i) for i in ("a", "b", "c", "d")]
+    export.write_item_vectors(
+        model_uri,
+        export.item_vectors_table(
+            keys, np.ones((4, 2)), np.zeros(4), dict(zip(keys, [40, 30, 20, 10], strict=True))
+        ),
+    )
+    rows = [
+        {"user_id": "u1", "item_ids": ["a", "b"], "scores": [2.0, 1.0], "held_out_item": "b"},
+        {"user_id": "u2", "item_ids": ["a"], "scores": [2.0], "held_out_item": "zzz"},
+    ]
+    serving = [
+        common.make_example({F.VISITED: [b"a", b"new", b"c"]}).SerializeToString(),
+        common.make_example({F.VISITED: [b"d"]}).SerializeToString(),
+    ]
+    with TestPipeline() as p:
+        health = (p | "Recalls" >> beam.Create(rows)) | logic.OutputHealth(
+            p | "Serving" >> beam.Create(serving), model_uri, 2
+        )
+        assert_that(health["recalled_counts"], equal_to([[1, 2]]), label="Counts")
+        assert_that(health["short_lists"], equal_to([1]), label="Short")
+        deciles = {"3": {"users": 1, "hr@50": 1.0}, "0": {"users": 1, "hr@50": 0.0}}
+        assert_that(health["deciles"], equal_to([deciles]), label="Deciles")
+        oov = {"history_items": 4, "oov_items": 1}
+        assert_that(health["serving_oov"], equal_to([oov]), label="Oov")
+
+    raw = {
+        "model": {"users": 2},
+        "recalled_counts": [2, 1],
+        "short_lists": 1,
+        "deciles": {"3": {"users": 1, "hr@50": 1.0}},
+        "serving_oov": {"history_items": 4, "oov_items": 1},
+    }
+    health = logic.health_metrics(raw, 4)
+    assert health["coverage@50"] == 0.5 and health["short_list_share"] == 0.5
+    # Sorted counts 0, 0, 1, 2: (-3*0 - 1*0 + 1*1 + 3*2) / (4 * 3).
+    assert health["serving_oov_rate"] == 0.25 and health["gini@50"] == pytest.approx(7 / 12)
+    strict = EvaluateConfig(max_short_list_share=0.1, max_serving_oov_rate=0.2)
+    reasons = logic.health_reasons(health, strict)
+    assert [r.split()[0] for r in reasons] == ["short_list_share", "serving_oov_rate"]
+    assert "evaluate.max_serving_oov_rate 0.2" in reasons[1]
+    assert logic.health_reasons(health, EvaluateConfig()) == []
+    assert C.metric_key("gini", 50) in logic.headline_metrics(
+        {"blessed": True, "ks": [], "model": {}, "popularity": {}, "health": health}
+    )

@@ -23,6 +23,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             self._make_beam_pipeline,
             os.path.join(recalls_uri, C.RECALLS_DIR, f"*{C.PARQUET_SUFFIX}"),
             common.split_pattern(sequences_uri, F.EVAL_SPLIT),
+            common.split_pattern(sequences_uri, F.SERVING_SPLIT),
             artifact_utils.get_single_uri(input_dict[C.MODEL_KEY]),
             artifact_utils.get_single_uri(output_dict[C.METRICS_KEY]),
             blessing.uri,

@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from offline_recall.components import common
 from offline_recall.components import contracts as C
+from offline_recall.components.contracts import BLESSING_K
 from offline_recall.components.recall import logic as recall_logic
 from offline_recall.pipeline.config import EvaluateConfig
 from offline_recall.trainer import export
@@ -98,6 +99,180 @@ class PopularityMetricsFn(beam.DoFn):
         yield user_metrics(ranked, target, self._ks)
 
 
+# --- Output health: what the lists look like, beyond whether they hit. ---
+DECILES = 10
+
+
+def gini(counts: Sequence[int], catalog_size: int) -> float:
+    """The Gini index of how often each catalog item is recalled (0 = every item equally,
+    1 = one item everywhere); items never recalled count as 0.
+
+    Args:
+        counts: appearances of each item that was recalled at least once.
+        catalog_size: every recommendable item, recalled or not (>= len(counts)).
+    """
+    n = max(catalog_size, len(counts))
+    if n == 0 or not sum(counts):
+        return 0.0
+    values = np.zeros(n, dtype=np.float64)
+    values[n - len(counts) :] = np.sort(np.asarray(counts, dtype=np.float64))
+    ranks = np.arange(1, n + 1)
+    return float(((2 * ranks - n - 1) * values).sum() / (n * values.sum()))
+
+
+def popularity_deciles(counts: np.ndarray) -> np.ndarray:
+    """Each item's popularity decile by training clicks: 1 = the most clicked tenth of the
+    catalog, 10 = the least (ties broken by index, as the vocabulary orders them)."""
+    order = np.argsort(-counts, kind="stable")
+    deciles = np.empty(len(counts), dtype=np.int64)
+    deciles[order] = 1 + (np.arange(len(counts)) * DECILES) // max(len(counts), 1)
+    return deciles
+
+
+class DecileHitsFn(beam.DoFn):
+    """(decile of the held-out item, hit at the blessing K) per eval user; decile 0 = an item the
+    model does not know (OOV), which no list can hold."""
+
+    def __init__(self, model_uri: str):
+        self._model_uri = model_uri
+
+    def setup(self):
+        ids, _, counts = export.read_item_vectors(self._model_uri)
+        self._decile = dict(zip(ids, popularity_deciles(counts).tolist(), strict=True))
+
+    def process(self, row: dict):
+        target = row[C.HELD_OUT_COLUMN]
+        hit = target in row[C.ITEM_IDS_COLUMN][:BLESSING_K]
+        yield self._decile.get(target, 0), float(hit)
+
+
+class HistoryOovFn(beam.DoFn):
+    """{history_items, oov_items} of one serving history: the events whose item the model has
+    no vector for (new since training, or below transform.min_count)."""
+
+    def __init__(self, model_uri: str):
+        self._model_uri = model_uri
+
+    def setup(self):
+        ids, _, _ = export.read_item_vectors(self._model_uri)
+        self._known = set(ids)
+
+    def process(self, serialized: bytes):
+        example = tf.train.Example.FromString(serialized)
+        items = common.bytes_values(example, F.VISITED)
+        oov = sum(1 for v in items if v.decode("utf-8") not in self._known)
+        yield {"history_items": len(items), "oov_items": oov}
+
+
+def top_k_items(row: dict) -> list[str]:
+    return row[C.ITEM_IDS_COLUMN][:BLESSING_K]
+
+
+def is_short(row: dict, length: int) -> int:
+    return int(len(row[C.ITEM_IDS_COLUMN]) < length)
+
+
+class SumDictsFn(beam.CombineFn):
+    """Sums dicts of numbers key by key."""
+
+    def create_accumulator(self):
+        return {}
+
+    def add_input(self, acc, values):
+        for key, value in values.items():
+            acc[key] = acc.get(key, 0) + value
+        return acc
+
+    def merge_accumulators(self, accs):
+        total = {}
+        for acc in accs:
+            self.add_input(total, acc)
+        return total
+
+    def extract_output(self, acc):
+        return acc
+
+
+def _count(pair):
+    return pair[1]
+
+
+def _decile_mean(pair):
+    decile, (hits, users) = pair
+    return str(decile), {"users": users, C.BLESSING_METRIC: hits / users if users else 0.0}
+
+
+class MeanAndCountFn(beam.CombineFn):
+    def create_accumulator(self):
+        return 0.0, 0
+
+    def add_input(self, acc, value):
+        return acc[0] + value, acc[1] + 1
+
+    def merge_accumulators(self, accs):
+        return sum(a[0] for a in accs), sum(a[1] for a in accs)
+
+    def extract_output(self, acc):
+        return acc
+
+
+@beam.ptransform_fn
+def OutputHealth(recalls, serving_examples, model_uri: str, list_length: int):  # noqa: N802
+    """Singleton PCollections: `recalled_counts` (appearances of each item in the first
+    BLESSING_K, for the Gini index), `short_lists`, `deciles` ({decile: {users, hr@50}}) and
+    `serving_oov` ({history_items, oov_items})."""
+    recalled_counts = (
+        recalls
+        | "RecalledItems" >> beam.FlatMap(top_k_items)
+        | "CountPerItem" >> beam.combiners.Count.PerElement()
+        | "AppearanceCount" >> beam.Map(_count)
+        | "CollectCounts" >> beam.combiners.ToList()
+        | "SortCounts" >> beam.Map(sorted)
+    )
+    short = (
+        recalls
+        | "IsShort" >> beam.Map(is_short, list_length)
+        | "CountShort" >> beam.CombineGlobally(sum)
+    )
+    deciles = (
+        recalls
+        | "DecileHits" >> beam.ParDo(DecileHitsFn(model_uri))
+        | "MeanPerDecile" >> beam.CombinePerKey(MeanAndCountFn())
+        | "DecileMetrics" >> beam.Map(_decile_mean)
+        | "CollectDeciles" >> beam.combiners.ToDict()
+    )
+    oov = (
+        serving_examples
+        | "HistoryOov" >> beam.ParDo(HistoryOovFn(model_uri))
+        | "SumOov" >> beam.CombineGlobally(SumDictsFn())
+    )
+    return {
+        "recalled_counts": recalled_counts,
+        "short_lists": short,
+        "deciles": deciles,
+        "serving_oov": oov,
+    }
+
+
+def health_metrics(raw: dict, catalog_size: int) -> dict:
+    """The output health numbers from what `OutputHealth` computed."""
+    users = raw["model"].get("users", 0)
+    counts = raw["recalled_counts"]
+    oov = raw["serving_oov"]
+    return {
+        C.metric_key("gini", BLESSING_K): gini(counts, catalog_size),
+        C.metric_key("coverage", BLESSING_K): len(counts) / catalog_size if catalog_size else 0.0,
+        "short_list_share": raw["short_lists"] / users if users else 0.0,
+        "hr@50_by_popularity_decile": dict(
+            sorted(raw["deciles"].items(), key=lambda kv: int(kv[0]))
+        ),
+        "serving_history_items": oov.get("history_items", 0),
+        "serving_oov_rate": (
+            oov.get("oov_items", 0) / oov["history_items"] if oov.get("history_items") else 0.0
+        ),
+    }
+
+
 def recall_row_metrics(row: dict, ks: Sequence[int]) -> dict[str, float]:
     return user_metrics(row[C.ITEM_IDS_COLUMN], row[C.HELD_OUT_COLUMN], ks)
 
@@ -138,14 +313,19 @@ def EvaluateRecalls(recalls, eval_examples, model_uri: str, ks: Sequence[int]): 
 
 
 def raw_metrics(
-    model: dict, popularity: dict, coverage: dict[int, int], baseline: dict | None = None
+    model: dict,
+    popularity: dict,
+    coverage: dict[int, int],
+    baseline: dict | None = None,
+    **health,
 ) -> dict:
-    """What the Beam steps hand to `finalize_metrics`, as JSON."""
+    """What the Beam steps hand to `finalize_metrics`, as JSON; `health` is OutputHealth's."""
     return {
         "model": model,
         "popularity": popularity,
         "coverage_counts": coverage,
         "baseline": baseline,
+        **health,
     }
 
 
@@ -196,6 +376,7 @@ def finalize_metrics(
         "model": model,
         "popularity": raw["popularity"],
         "baseline": baseline,
+        "health": health_metrics(raw, catalog_size) if "recalled_counts" in raw else None,
         "catalog_size": catalog_size,
         "ks": list(ks),
     }
@@ -229,6 +410,9 @@ def bless(metrics: dict, catalog_size: int, config: EvaluateConfig) -> tuple[boo
     ratio = config.min_ratio_to_popularity
     if hr < ratio * popular[key]:
         reasons.append(f"{key} {hr:.4f} < {ratio} x popularity baseline {popular[key]:.4f}")
+    health = metrics.get("health")
+    if health:
+        reasons.extend(health_reasons(health, config))
     baseline = metrics.get("baseline")
     if baseline and key in baseline["model"]:
         floor = (1.0 - config.max_regression) * baseline["model"][key]
@@ -240,6 +424,35 @@ def bless(metrics: dict, catalog_size: int, config: EvaluateConfig) -> tuple[boo
                 f"(evaluate.max_regression {config.max_regression})"
             )
     return not reasons, reasons
+
+
+def health_reasons(health: dict, config: EvaluateConfig) -> list[str]:
+    """Why the output's health stops the blessing (evaluate.min_coverage_at_50,
+    max_gini_at_50, max_short_list_share, max_serving_oov_rate)."""
+    reasons = []
+    coverage, gini_key = C.metric_key("coverage", BLESSING_K), C.metric_key("gini", BLESSING_K)
+    checks = (
+        (health[coverage] < config.min_coverage_at_50, coverage, "<", "min_coverage_at_50"),
+        (health[gini_key] > config.max_gini_at_50, gini_key, ">", "max_gini_at_50"),
+        (
+            health["short_list_share"] > config.max_short_list_share,
+            "short_list_share",
+            ">",
+            "max_short_list_share",
+        ),
+        (
+            health["serving_oov_rate"] > config.max_serving_oov_rate,
+            "serving_oov_rate",
+            ">",
+            "max_serving_oov_rate",
+        ),
+    )
+    for failed, name, sign, key in checks:
+        if failed:
+            reasons.append(
+                f"{name} {health[name]:.4f} {sign} evaluate.{key} {getattr(config, key)}"
+            )
+    return reasons
 
 
 def headline_metrics(metrics: dict) -> dict[str, float]:
@@ -258,6 +471,10 @@ def headline_metrics(metrics: dict) -> dict[str, float]:
             key = C.metric_key(name, k)
             if key in baseline:
                 headline[f"baseline_{key}"] = float(baseline[key])
+    health = metrics.get("health") or {}
+    for key in (C.metric_key("gini", BLESSING_K), "short_list_share", "serving_oov_rate"):
+        if key in health:
+            headline[key] = float(health[key])
     return headline
 
 
@@ -265,6 +482,7 @@ def evaluate(
     make_pipeline: Callable[[], beam.Pipeline],
     recalls_pattern: str,
     eval_pattern: str,
+    serving_pattern: str,
     model_uri: str,
     metrics_dir: str,
     blessing_dir: str,
@@ -277,6 +495,7 @@ def evaluate(
         make_pipeline: returns the Beam pipeline to run the steps in.
         recalls_pattern: glob of RecallEval's Parquet recall lists.
         eval_pattern: glob of the eval split's history examples.
+        serving_pattern: glob of the serving split's history examples (for their OOV rate).
         model_uri: the Model artifact (item vectors and counts, for the popularity baseline).
         metrics_dir: where `metrics.json` goes.
         blessing_dir: where the BLESSED or NOT_BLESSED marker goes.
@@ -297,7 +516,11 @@ def evaluate(
         recalls = pipeline | "ReadRecalls" >> beam.io.ReadFromParquet(recalls_pattern)
         eval_examples = pipeline | "ReadEvalExamples" >> beam.io.ReadFromTFRecord(eval_pattern)
         result = recalls | "EvaluateRecalls" >> EvaluateRecalls(eval_examples, model_uri, ks)
-        side = {}
+        serving_examples = pipeline | "ReadServingExamples" >> beam.io.ReadFromTFRecord(
+            serving_pattern
+        )
+        health = recalls | "OutputHealth" >> OutputHealth(serving_examples, model_uri, max(ks))
+        side = {name: beam.pvalue.AsSingleton(pcoll) for name, pcoll in health.items()}
         if previous:
             side["baseline"] = beam.pvalue.AsSingleton(
                 eval_examples | "ScoreBaseline" >> ScoreBaseline(previous_uri, ks)
