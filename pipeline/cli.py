@@ -201,6 +201,13 @@ def _print_summary(summary: dict, out) -> None:
             f"coverage {model.get(f'coverage@{k}', 0):.4f}   "
             f"(popularity HR {popular.get(f'hr@{k}', 0):.4f})\n"
         )
+    health = evaluate.get("health") or {}
+    if health:
+        out.write(
+            f"health: coverage@50 {health['coverage@50']:.4f}, gini@50 {health['gini@50']:.4f}, "
+            f"short lists {health['short_list_share']:.2%}, serving OOV "
+            f"{health['serving_oov_rate']:.2%}\n"
+        )
     warm = summary.get("trainer", {}).get("warm_start") or {}
     if warm.get("used"):
         source = warm["source"]

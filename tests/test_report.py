@@ -55,3 +55,39 @@ def test_report_with_empty_inputs(tmp_path):
         "history_length.png",
         "index.html",
     }
+
+
+def test_comparison_and_health_sections_say_what_they_show_or_why_not():
+    from offline_recall.components.report import page
+
+    assert "Nothing to compare with: no release" in page.comparison_section(
+        {"compared": False, "why_not": "no release of a date before 2024-01-01"}
+    )
+    html = page.comparison_section(
+        {
+            "compared": True,
+            "previous": {"run_id": "r1", "run_date": "2024-01-01", "release": "/x"},
+            "metrics": {"hr@50": {"today": 0.5, "previous": 0.25}},
+            "users_compared": 4,
+            "users_changed": 1,
+            "share_changed": 0.25,
+            "mean_jaccard": 0.9,
+            "users_new": 2,
+            "users_gone": 0,
+            "catalog_items": 10,
+            "new_items": 3,
+            "new_items_recalled": 2,
+            "dropped_items": 1,
+        }
+    )
+    assert "<td>0.5000</td><td>0.2500</td>" in html and "1 (25.0%)" in html and "3 / 2" in html
+    health = {
+        "coverage@50": 0.5,
+        "gini@50": 0.25,
+        "short_list_share": 0.0,
+        "serving_oov_rate": 0.125,
+        "hr@50_by_popularity_decile": {"0": {"users": 2, "hr@50": 0.0}},
+    }
+    html = page.health_section(health)
+    assert "12.5%" in html and "<td>OOV</td><td>2</td>" in html
+    assert page.health_section(None) == "" and page.comparison_section(None) == ""

@@ -131,6 +131,37 @@ def comparison_section(comparison: dict | None) -> str:
     )
 
 
+def health_section(health: dict | None) -> str:
+    """ "Output health": what the lists look like, beyond whether they hit."""
+    if not health:
+        return ""
+    facts = [
+        ("share of the catalog recalled in someone's top 50", _pct(health["coverage@50"])),
+        ("Gini index of how often items are recalled (top 50)", _number(health["gini@50"])),
+        ("users with a short list (the catalog ran out)", _pct(health["short_list_share"])),
+        (
+            "serving-history events on items without a vector (OOV)",
+            _pct(health["serving_oov_rate"]),
+        ),
+    ]
+    rows = "".join(
+        f"<tr><th>{html.escape(name)}</th><td>{html.escape(value)}</td></tr>"
+        for name, value in facts
+    )
+    deciles = health.get("hr@50_by_popularity_decile", {})
+    decile_rows = "".join(
+        f"<tr><td>{'OOV' if d == '0' else d}</td><td>{v['users']}</td>"
+        f"<td>{_number(v['hr@50'])}</td></tr>"
+        for d, v in deciles.items()
+    )
+    return (
+        "<h2>Output health</h2>"
+        f"<table>{rows}</table><p>HR@50 by the held-out item's popularity decile (1 = the most "
+        "clicked tenth of the catalog):</p><table><tr><th>decile</th><th>eval users</th>"
+        f"<th>HR@50</th></tr>{decile_rows}</table>"
+    )
+
+
 def write_report(
     report_dir: str,
     summary: dict,
@@ -165,6 +196,7 @@ td,th{{border:1px solid #ccc;padding:2px 6px;text-align:left;vertical-align:top}
 <h2>Holdout metrics</h2><table><tr><th>K</th><th>HR</th><th>NDCG</th><th>coverage</th>
 <th>popularity HR</th></tr>{metric_rows}</table>
 {comparison_section(summary.get("compare"))}
+{health_section((summary.get("evaluate") or {}).get("health"))}
 {"".join(f'<p><img src="{p}" alt="{p}"></p>' for p in plots)}
 {"".join(f"<p>{html.escape(n)}</p>" for n in notes)}
 {sections}</body></html>"""
