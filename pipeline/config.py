@@ -305,6 +305,9 @@ class TrainerConfig(Section):
     # Start from the last blessed model of an earlier date (the newest release before the run
     # date): items keep their vectors by id, new items start fresh, Adam starts afresh.
     warm_start: bool = True
+    # A warm-started model is near its best within a few epochs: evaluate (and stop early) at
+    # this finer granularity then.
+    warm_start_eval_every_epochs: int = 1
     # After Evaluate blesses the fit, train once more on every event, the held-out one included,
     # and publish that model (the blessing and metrics stay the fit's).
     refit_on_holdout: bool = False
@@ -336,6 +339,7 @@ class TrainerConfig(Section):
                 'must be "auto" or an integer >= 1',
                 value,
             )
+        _positive_int(self, "warm_start_eval_every_epochs")
         for name in ("eval_every_epochs", "early_stopping_patience"):
             value = getattr(self, name)
             _require(value >= 0, self.key(name), "must be an integer >= 0", value)

@@ -146,7 +146,9 @@ def run_fn(fn_args) -> None:
         inputs.eval_input_fn(eval_files, spec) if has_holdout else None,
         seed=config.seed,
         max_epochs=max_epochs,
-        eval_every_epochs=config.eval_every_epochs,
+        eval_every_epochs=(
+            config.warm_start_eval_every_epochs if warm is not None else config.eval_every_epochs
+        ),
         patience=config.early_stopping_patience,
         max_seconds=config.max_train_seconds,
         warm_start_from=warm,
