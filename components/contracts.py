@@ -42,6 +42,7 @@ FAIL_ON_ANOMALIES_KEY = "fail_on_anomalies"
 SCHEMA_NAME_KEY = "schema_name"
 RUN_ID_KEY = "run_id"
 RUN_DATE_KEY = "run_date"
+WINDOW_FIRST_DAY_KEY = "window_first_day"  # the Examples artifact's: training starts that day
 RUN_CONFIG_KEY = "run_config"  # the whole run config, recorded in the manifest, never read
 
 # --- Files inside artifacts. ---

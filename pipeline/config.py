@@ -177,10 +177,12 @@ class IngestConfig(Section):
     future_tolerance_seconds: int = 0
     # "now" for the future check, epoch seconds; null means the wall clock at run start.
     now: int | None = None
-    # For a folder of daily YYYY-MM-DD/ spans: read only the newest N spans (null = all).
+    # For a folder of daily YYYY-MM-DD/ spans: read only the newest N spans up to the run date
+    # (null = all): how far back users' histories reach.
     max_spans: int | None = None
-    # The days, ending at the run date, a run trains on: the day folders (spans) it reads, and
-    # the events it keeps (null = all history). Events after the run date are out of the window.
+    # The days, ending at the run date, a run trains on (null = all history): earlier events are
+    # history only (histories, visited items, serving), never a training target. Events after
+    # the run date are out of the window.
     window_days: int | None = None
     # A run date whose day folder is missing or empty is exit 2 and publishes nothing; true: the
     # run covers the earlier days of its window instead (and says so).

@@ -251,10 +251,12 @@ def test_the_run_date_picks_the_day_folders_of_its_window(tmp_path):
     files, window = sources.preflight(root, None)
     assert window.run_date == "2024-01-03" and window.first_day is None  # the newest folder
     assert [f.span for f in files] == [19723, 19724, 19725]
+    # Every day up to the run date is read (history); the window says which days train.
     files, window = sources.preflight(root, None, "2024-01-02", 1)
-    assert [f.span for f in files] == [19724] and window.first_day == "2024-01-02"
-    files, _ = sources.preflight(root, None, "2024-01-03", 2)
-    assert [f.span for f in files] == [19724, 19725]
+    assert [f.span for f in files] == [19723, 19724] and window.first_day == "2024-01-02"
+    files, window = sources.preflight(root, None, "2024-01-03", 2)
+    assert [f.span for f in files] == [19723, 19724, 19725] and window.first_day == "2024-01-02"
+    assert [f.span for f in sources.preflight(root, 2, "2024-01-03")[0]] == [19724, 19725]
     with pytest.raises(IngestError, match=r"no day folder 2024-01-05/ for the run date"):
         sources.preflight(root, None, "2024-01-05")
     with pytest.raises(IngestError, match=r"--date '2024-1-5': not a date"):
@@ -262,12 +264,12 @@ def test_the_run_date_picks_the_day_folders_of_its_window(tmp_path):
     (tmp_path / "logs" / "2024-01-04").mkdir()
     with pytest.raises(IngestError, match=r"2024-01-04: the run date's day folder holds no data"):
         sources.preflight(root, None, "2024-01-04")
-    # ingest.allow_missing_run_date: the earlier days of the window, which still ends at the date.
-    for date, spans in (("2024-01-04", [19724, 19725]), ("2024-01-05", [19725])):
+    # ingest.allow_missing_run_date: the days before it (the window still ends at the date).
+    for date in ("2024-01-04", "2024-01-05"):
         files, window = sources.preflight(root, None, date, 3, allow_missing_day=True)
-        assert [f.span for f in files] == spans and window.run_date == date
-    with pytest.raises(IngestError, match=r"no day folder 2024-01-09/ for the run date"):
-        sources.preflight(root, None, "2024-01-09", 2, allow_missing_day=True)
+        assert [f.span for f in files] == [19723, 19724, 19725] and window.run_date == date
+    with pytest.raises(IngestError, match=r"no day folder 2023-12-30/ for the run date"):
+        sources.preflight(root, None, "2023-12-30", 2, allow_missing_day=True)
 
 
 def test_events_after_the_run_date_are_out_of_the_window_not_quarantined(tmp_path):
@@ -294,3 +296,17 @@ def test_events_after_the_run_date_are_out_of_the_window_not_quarantined(tmp_pat
     assert summary["rows_read"] == 4 and summary["rows_valid"] == 4
     assert summary["rows_quarantined"] == 0 and summary["rows_out_of_window"] == 1
     assert summary["rows_written"] == 3 and summary["run_date"] == "2024-01-02"
+    assert summary["rows_before_window"] == 0
+    # A one-day window: the first day's events are history, written and counted as such.
+    files, window = sources.preflight(root, None, "2024-01-02", 1)
+    summary = logic.ingest_clicks(
+        beam.Pipeline,
+        files,
+        window,
+        IngestConfig(now=0),
+        str(out / "examples1"),
+        str(out / "quarantine1"),
+        str(out / "summary1.json"),
+    )
+    assert summary["rows_written"] == 3 and summary["rows_before_window"] == 2
+    assert summary["rows_out_of_window"] == 1 and summary["window_first_day"] == "2024-01-02"

@@ -167,3 +167,27 @@ def test_build_sequences_writes_the_refit_split():
             equal_to([(b"u1", (b"c",))]),
             label="Train",
         )
+
+
+def test_events_before_the_training_window_are_history_never_targets():
+    # a, b before the window (t < 25); c, d, e in it.
+    events = [(10, 0, b"a"), (20, 1, b"b"), (30, 2, b"c"), (40, 3, b"d"), (50, 4, b"e")]
+    out = {}
+    for split, example in logic.build_user_examples(
+        b"u1", events, 3, 3, "last_position", refit=True, train_from_micros=25
+    ):
+        out.setdefault(split, []).append(_decode(example))
+    assert [e["label"] for e in out["train"]] == [[b"c"], [b"d"]]
+    assert out["train"][0]["history"] == [b"a", b"b"]  # history reaches before the window
+    assert [e["label"] for e in out["refit"]] == [[b"c"], [b"d"], [b"e"]]
+    (ev,) = out["eval"]
+    assert ev["label"] == [b"e"] and ev["visited"] == [b"a", b"b", b"c", b"d"]
+    (serving,) = out["serving"]
+    assert serving["visited"] == [b"a", b"b", b"c", b"d", b"e"]
+    # A user with no event in the window: served from their history, no target at all.
+    quiet = dict.fromkeys(["train", "eval", "serving"], 0)
+    for split, _ in logic.build_user_examples(
+        b"u2", events[:2], 3, 2, "per_position", train_from_micros=25
+    ):
+        quiet[split] += 1
+    assert quiet == {"train": 0, "eval": 0, "serving": 1}

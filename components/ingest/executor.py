@@ -36,6 +36,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         examples.set_int_custom_property("span_start", min(f.span for f in files))
         examples.set_int_custom_property("span_end", max(f.span for f in files))
         examples.set_string_custom_property(C.RUN_DATE_KEY, window.run_date or "")
+        # Sequences trains on events from this day on; earlier ones are history only.
+        examples.set_string_custom_property(C.WINDOW_FIRST_DAY_KEY, window.first_day or "")
         logic.ingest_clicks(
             self._make_beam_pipeline,
             files,

@@ -296,6 +296,7 @@ class ReadAndValidateFn(beam.DoFn):
             "lines_quarantined": 0,
             "blank_lines": 0,
             "rows_out_of_window": 0,
+            "rows_before_window": 0,
             "timestamp_units": collections.Counter(),
             "error": None,
         }
@@ -329,10 +330,14 @@ class ReadAndValidateFn(beam.DoFn):
             tally["timestamp_units"][click.pop(TIMESTAMP_UNIT)] += 1
             start, end = self._window
             micros = click[F.TIMESTAMP_MICROS]
-            if (start is not None and micros < start) or (end is not None and micros >= end):
-                # A valid row outside the run's days: counted, not quarantined, not used.
+            if end is not None and micros >= end:
+                # A valid row after the run date: counted, not quarantined, not used.
                 tally["rows_out_of_window"] += 1
                 continue
+            if start is not None and micros < start:
+                # Before the training window: kept as history (histories, visited items,
+                # serving), never a training target.
+                tally["rows_before_window"] += 1
             yield beam.pvalue.TaggedOutput(VALID, (input_file.path, click))
         tally["timestamp_units"] = dict(tally["timestamp_units"])
         yield beam.pvalue.TaggedOutput(FILE_TALLY, tally)
@@ -453,7 +458,8 @@ def summarize(
     """Builds the ingest counts, in records and in physical lines.
 
     Records: rows_read = rows_valid + rows_quarantined; of the valid rows, rows_out_of_window
-    lie outside the run's days and duplicates_dropped repeat another; the rest are written. Lines: lines_read = lines of valid rows +
+    lie after the run date and duplicates_dropped repeat another; the rest are written
+    (rows_before_window of them, before the training window, as history only). Lines: lines_read = lines of valid rows +
     lines of quarantined rows + blank lines (a CSV row with quoted line breaks takes several);
     with each file's header lines, they are every line of the input.
     """
@@ -475,6 +481,7 @@ def summarize(
         "rows_quarantined": rows_quarantined,
         "duplicates_dropped": duplicates,
         "rows_out_of_window": rows_out_of_window,
+        "rows_before_window": sum(t.get("rows_before_window", 0) for t in file_tallies),
         "rows_written": rows_valid - rows_out_of_window - duplicates,
         "blank_lines_skipped": blank,
         "lines_read": sum(lines.values()),

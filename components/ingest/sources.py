@@ -127,10 +127,10 @@ def discover(
     One file or a folder of files: every file; the window ends at `run_date` if one is given.
     Daily folders `YYYY-MM-DD/` are spans, numbered as days since 1970-01-01 (as TFX's
     `{YYYY}-{MM}-{DD}` pattern and `StaticRange` number them): the run date defaults to the
-    newest folder, and the run reads the folders of the `window_days` days ending at it (all
-    earlier ones by default), at most the newest `max_spans`. The run date's own folder must
+    newest folder, and the run reads every folder up to it, at most the newest `max_spans`;
+    `window_days` (the days ending at the run date a model trains on) only sets the window. The run date's own folder must
     exist and hold data files, unless `allow_missing_day`: then the run covers the earlier days
-    of its window (the window still ends at the run date).
+    (the window still ends at the run date).
 
     Raises:
         IngestError: naming the input, the folder or the date.
@@ -154,8 +154,10 @@ def discover(
     if day is None:
         day = spans[-1][0]
     window = _window(day, window_days)
-    first = datetime.date.fromisoformat(window.first_day) if window.first_day else None
-    chosen = [(d, f) for d, f in spans if d <= day and (first is None or d >= first)]
+    # Every folder up to the run date: days before the window are the users' history (their
+    # histories, visited items and serving lists), the window's days are what the model trains
+    # on. `max_spans` caps how far back history goes.
+    chosen = [(d, f) for d, f in spans if d <= day]
     if not chosen or chosen[-1][0] != day:
         if not (allow_missing_day and chosen):
             raise IngestError(

@@ -35,4 +35,5 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             common.summary_path(artifact_utils.get_single_uri(output_dict[C.REPORT_KEY])),
             params,
             artifact_utils.get_single_uri(anomalies) if anomalies else None,
+            clicks.get_string_custom_property(C.WINDOW_FIRST_DAY_KEY) or None,
         )

@@ -22,6 +22,7 @@ Item ids stay raw bytes here; the Transform graph maps them to vocabulary keys.
 from __future__ import annotations
 
 import collections
+import datetime
 import functools
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -87,6 +88,7 @@ def build_user_examples(
     min_events_for_holdout: int,
     objective: str,
     refit: bool = False,
+    train_from_micros: int | None = None,
 ) -> Iterator[tuple[str, tf.train.Example]]:
     """Yields (split, example) for one user.
 
@@ -97,6 +99,9 @@ def build_user_examples(
         min_events_for_holdout: users with at least this many events get an eval example.
         objective: "last_position" or "per_position" (see the module docstring).
         refit: also yield ("refit", ex) per training pair cut from every event.
+        train_from_micros: the training window's start: an earlier event is history (in
+            histories, visited items and the serving example) but never a training target or
+            the held-out item. None = every event.
 
     Yields:
         ("train", ex) per training pair, ("eval", ex) at most once, ("serving", ex) once, and
@@ -106,9 +111,21 @@ def build_user_examples(
     items = [item for _, _, item in ordered]
     # Examples carry epoch seconds (the example age is in days); the order used the instant.
     times = [micros // MICROS_PER_SECOND for micros, _, _ in ordered]
-    n_train = len(items) - 1 if len(items) >= min_events_for_holdout else len(items)
-    holdout = n_train < len(items)
+    first_target = 0
+    if train_from_micros is not None:
+        first_target = next(
+            (i for i, (micros, _, _) in enumerate(ordered) if micros >= train_from_micros),
+            len(items),
+        )
+    in_window = first_target < len(items)
+    holdout = in_window and len(items) >= min_events_for_holdout
+    n_train = len(items) - 1 if holdout else len(items)
     train_items = items[:n_train]
+
+    def in_window_pieces(count: int):
+        for positions, label in training_pieces(list(range(count)), max_history, objective):
+            if label >= first_target:
+                yield positions, label
 
     def train_example(positions: list[int], label: int) -> tf.train.Example:
         return common.make_example(
@@ -121,10 +138,10 @@ def build_user_examples(
             {F.HISTORY_TIMES: [times[i] for i in positions], F.LABEL_TIME: [times[label]]},
         )
 
-    for positions, label in training_pieces(list(range(n_train)), max_history, objective):
+    for positions, label in in_window_pieces(n_train):
         yield F.TRAIN_SPLIT, train_example(positions, label)
     if refit:
-        for positions, label in training_pieces(list(range(len(items))), max_history, objective):
+        for positions, label in in_window_pieces(len(items)):
             yield F.REFIT_SPLIT, train_example(positions, label)
     if holdout:
         yield (
@@ -162,11 +179,13 @@ class BuildUserExamplesFn(beam.DoFn):
         min_events_for_holdout: int,
         objective: str,
         refit: bool = False,
+        train_from_micros: int | None = None,
     ):
         self._max_history = max_history
         self._min_events = min_events_for_holdout
         self._objective = objective
         self._refit = refit
+        self._train_from = train_from_micros
         self._users = beam.metrics.Metrics.counter("sequences", "users")
         self._holdout_users = beam.metrics.Metrics.counter("sequences", "users_with_holdout")
 
@@ -180,6 +199,7 @@ class BuildUserExamplesFn(beam.DoFn):
             self._min_events,
             self._objective,
             self._refit,
+            self._train_from,
         ):
             if split == F.EVAL_SPLIT:
                 self._holdout_users.inc()
@@ -246,6 +266,7 @@ def BuildSequences(  # noqa: N802
     min_events_for_holdout: int,
     objective: str,
     refit: bool = False,
+    train_from_micros: int | None = None,
 ):
     """Groups serialized ingest tf.Examples by user into split-tagged serialized examples.
 
@@ -255,6 +276,7 @@ def BuildSequences(  # noqa: N802
         min_events_for_holdout: users with at least this many events get an eval example.
         objective: "last_position" or "per_position" (see the module docstring).
         refit: also build the `refit` split (training examples over every event).
+        train_from_micros: the training window's start (earlier events are history only).
 
     Returns:
         A dict: one PCollection of serialized tf.Examples per split name, plus `histogram`
@@ -264,7 +286,9 @@ def BuildSequences(  # noqa: N802
     grouped = keyed | "GroupByUser" >> beam.GroupByKey()
     splits = F.sequence_splits(refit)
     tagged = grouped | "BuildUserExamples" >> beam.ParDo(
-        BuildUserExamplesFn(max_history, min_events_for_holdout, objective, refit)
+        BuildUserExamplesFn(
+            max_history, min_events_for_holdout, objective, refit, train_from_micros
+        )
     ).with_outputs(*splits)
     histogram = (
         grouped
@@ -324,6 +348,7 @@ def build_sequences(
     summary_path: str,
     params: SequencesParams,
     anomalies_dir: str | None,
+    window_first_day: str | None = None,
 ) -> None:
     """Checks the anomalies, then writes each split's examples and the stage's summary.
 
@@ -334,7 +359,15 @@ def build_sequences(
         summary_path: where the counts go.
         params: the `sequences` section and what the trainer and validation decide.
         anomalies_dir: ExampleValidator's output, checked when `fail_on_anomalies`.
+        window_first_day: YYYY-MM-DD, the first day of the training window (Ingest's run
+            window); earlier events are history only. None = every event trains.
     """
+    train_from = None
+    if window_first_day:
+        epoch_days = (
+            datetime.date.fromisoformat(window_first_day) - datetime.date(1970, 1, 1)
+        ).days
+        train_from = epoch_days * 86_400 * MICROS_PER_SECOND
     if params.fail_on_anomalies and anomalies_dir:
         check_anomalies(anomalies_dir)
     config = params.sequences
@@ -353,6 +386,7 @@ def build_sequences(
                     config.min_events_for_holdout,
                     params.objective,
                     params.write_refit_split,
+                    train_from,
                 )
             )
         )
