@@ -305,8 +305,10 @@ class TrainerConfig(Section):
     l2: float = 0.0
     seed: int = 42
     # Start from the last blessed model of an earlier date (the newest release before the run
-    # date): items keep their vectors by id, new items start fresh, Adam starts afresh.
-    warm_start: bool = True
+    # date): items keep their vectors by id, new items start fresh, Adam starts afresh. Off by
+    # default: on the synthetic week (bench/warm_start.py) it trained fewer steps but ended
+    # 0.005-0.014 HR@50 below a cold start and saved little wall time (see README).
+    warm_start: bool = False
     # A warm-started model is near its best within a few epochs: evaluate (and stop early) at
     # this finer granularity then.
     warm_start_eval_every_epochs: int = 1

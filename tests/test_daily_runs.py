@@ -32,7 +32,7 @@ def days(tmp_path_factory, small_log, small_config, cli):
     # Day 2 and 3 release 20 new items each, and tastes drift: frequencies reorder.
     shape = SyntheticConfig(**{**small_log, "days": 3, "new_items_per_day": 20})
     synthetic.generate_days(str(logs), shape, datetime.date.fromisoformat(DAYS[-1]))
-    config = small_config(root / "config.json")
+    config = small_config(root / "config.json", trainer={"warm_start": True})
     out = root / "out"
     releases = {}
     for day in DAYS:
