@@ -157,3 +157,24 @@ def make_example(
     for name, values in (int_features or {}).items():
         feature[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=values))
     return tf.train.Example(features=tf.train.Features(feature=feature))
+
+
+class SumDictsFn(beam.CombineFn):
+    """Sums dicts of numbers key by key (counts a stage adds up over its elements)."""
+
+    def create_accumulator(self):
+        return {}
+
+    def add_input(self, acc, values):
+        for key, value in values.items():
+            acc[key] = acc.get(key, 0) + value
+        return acc
+
+    def merge_accumulators(self, accs):
+        total = {}
+        for acc in accs:
+            self.add_input(total, acc)
+        return total
+
+    def extract_output(self, acc):
+        return acc

@@ -36,27 +36,6 @@ def churn_of_user(joined: tuple[str, dict]) -> dict[str, float]:
     return {"users_new": int(bool(today)), "users_gone": int(bool(before))}
 
 
-class SumFn(beam.CombineFn):
-    """Sums dicts of numbers key by key."""
-
-    def create_accumulator(self):
-        return {}
-
-    def add_input(self, acc, values):
-        for key, value in values.items():
-            acc[key] = acc.get(key, 0) + value
-        return acc
-
-    def merge_accumulators(self, accs):
-        total = {}
-        for acc in accs:
-            self.add_input(total, acc)
-        return total
-
-    def extract_output(self, acc):
-        return acc
-
-
 def new_items_in_list(row: dict, new_items: set[str]) -> Iterable[str]:
     for item in row[C.ITEM_IDS_COLUMN]:
         if item in new_items:
@@ -152,7 +131,7 @@ def compare(
                 }
                 | "JoinUsers" >> beam.CoGroupByKey()
                 | "ChurnOfUser" >> beam.Map(churn_of_user)
-                | "SumChurn" >> beam.CombineGlobally(SumFn())
+                | "SumChurn" >> beam.CombineGlobally(common.SumDictsFn())
             )
             recalled_new = (
                 today

@@ -172,27 +172,6 @@ def is_short(row: dict, length: int) -> int:
     return int(len(row[C.ITEM_IDS_COLUMN]) < length)
 
 
-class SumDictsFn(beam.CombineFn):
-    """Sums dicts of numbers key by key."""
-
-    def create_accumulator(self):
-        return {}
-
-    def add_input(self, acc, values):
-        for key, value in values.items():
-            acc[key] = acc.get(key, 0) + value
-        return acc
-
-    def merge_accumulators(self, accs):
-        total = {}
-        for acc in accs:
-            self.add_input(total, acc)
-        return total
-
-    def extract_output(self, acc):
-        return acc
-
-
 def _count(pair):
     return pair[1]
 
@@ -244,7 +223,7 @@ def OutputHealth(recalls, serving_examples, model_uri: str, list_length: int):  
     oov = (
         serving_examples
         | "HistoryOov" >> beam.ParDo(HistoryOovFn(model_uri))
-        | "SumOov" >> beam.CombineGlobally(SumDictsFn())
+        | "SumOov" >> beam.CombineGlobally(common.SumDictsFn())
     )
     return {
         "recalled_counts": recalled_counts,
