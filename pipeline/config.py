@@ -396,11 +396,16 @@ class RecallConfig(Section):
     SECTION: ClassVar[str] = "recall"
     # List length per user; at least the blessing K and every evaluate.ks.
     top_n: int = 100
-    # Users per faiss search.
-    batch_size: int = 512
+    # Users scored together: one SGEMM of batch_size x block_items per block of the catalog.
+    batch_size: int = 1024
+    # Items per block; batch_size x block_items x 4 bytes is the score buffer of one batch.
+    block_items: int = 8192
+    # Splits the catalog into this many contiguous shards, searched apart (each worker holds one
+    # shard's vectors at a time) and merged to the exact top_n. 1 = the whole catalog at once.
+    item_shards: int = 1
 
     def check(self) -> None:
-        _positive_int(self, "top_n", "batch_size")
+        _positive_int(self, "top_n", "batch_size", "block_items", "item_shards")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -77,7 +77,7 @@ def test_a_file_merges_over_the_defaults_key_by_key(tmp_path):
     path.write_text("trainer:\n  epochs: 3\nrecall:\n  top_n: 150\n")
     config = cfg.load(str(path))
     assert config.trainer.epochs == 3 and config.trainer.embedding_dim == 64
-    assert config.recall.top_n == 150 and config.recall.batch_size == 512
+    assert config.recall.top_n == 150 and config.recall.batch_size == 1024
 
 
 def test_a_component_gets_its_section_whole_or_not_at_all():

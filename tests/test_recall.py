@@ -1,76 +1,179 @@
-"""Exact top-N with visited exclusion, against numpy brute force."""
+"""Exact top-N with visited exclusion, against numpy brute force; item shards against one catalog.
 
+Most tests use small-integer vectors: float32 products of them are exact, so the brute force and
+the blocked SGEMM agree bit for bit, and equal scores (ties) are everywhere.
+"""
+
+import apache_beam as beam
 import numpy as np
+import pyarrow as pa
 import pytest
+from apache_beam.testing.util import assert_that, equal_to
 
-from offline_recall.components.recall import logic
+from offline_recall.components import contracts as C
+from offline_recall.components.recall import exact, logic
+from offline_recall.trainer import export
 
 
-def _brute_force(items, user, visited, top_n):
-    scores = items @ user
-    order = [i for i in np.argsort(-scores, kind="stable") if i not in set(visited)]
-    return np.asarray(order[:top_n]), scores
+def brute_force(items, user, visited, top_n):
+    """Best `top_n` unvisited indices by score, ties to the lower index, in float64."""
+    scores = items.astype(np.float64) @ user.astype(np.float64)
+    scores[np.asarray(list(visited), dtype=np.int64)] = -np.inf
+    order = np.lexsort((np.arange(len(items)), -scores))
+    order = order[np.isfinite(scores[order])][:top_n]
+    return order, scores[order]
+
+
+def integer_case(seed, num_items=300, num_users=40, dim=6, heavy=3):
+    rng = np.random.default_rng(seed)
+    items = rng.integers(-3, 4, size=(num_items, dim)).astype(np.float32)
+    # Popular (low-index) items get longer vectors, as a softmax model gives them.
+    items[: num_items // 10] *= 3
+    users = rng.integers(-3, 4, size=(num_users, dim)).astype(np.float32)
+    visited = [rng.choice(num_items, size=rng.integers(0, 30)) for _ in range(num_users)]
+    for user in range(heavy):  # heavy users: most of the catalog, the best items first
+        best = np.argsort(-(items @ users[user]), kind="stable")
+        visited[user] = best[: num_items - 5 - user * 40]
+    return items, users, visited
+
+
+def check_exact(items, users, visited, top_n, index, scores):
+    for user in range(len(users)):
+        want, want_scores = brute_force(items, users[user], visited[user], top_n)
+        got = index[user][index[user] >= 0]
+        np.testing.assert_array_equal(got, want, err_msg=f"user {user}")
+        np.testing.assert_array_equal(scores[user][: len(got)], want_scores.astype(np.float32))
+        assert (index[user][len(got) :] == -1).all()
+        assert np.isneginf(scores[user][len(got) :]).all()
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_matches_brute_force_when_visited_items_are_the_best(seed):
-    rng = np.random.default_rng(seed)
-    items = rng.normal(size=(300, 8)).astype(np.float32)
-    users = rng.normal(size=(40, 8)).astype(np.float32)
-    top_n = 20
-    visited = []
-    for u in range(len(users)):
-        best = np.argsort(-(items @ users[u]))
-        # Some users visited exactly their best items (the hard case), others random ones.
-        n = int(rng.integers(0, 60))
-        visited.append(best[:n] if u % 2 == 0 else rng.choice(300, n, replace=False))
-    index = logic.build_index(items)
-    results = logic.exact_top_n(index, users, visited, top_n)
-    for u, (ids, scores) in enumerate(results):
-        expected, all_scores = _brute_force(items, users[u], visited[u], top_n)
-        assert len(ids) == top_n
-        assert not set(ids.tolist()) & set(np.asarray(visited[u]).tolist())
-        # Tie-tolerant: the scores must equal the brute-force scores at every rank.
-        np.testing.assert_allclose(scores, all_scores[expected], rtol=1e-5, atol=1e-5)
-        assert np.all(np.diff(scores) <= 1e-6)
+@pytest.mark.parametrize("block_items", [7, 64, 1000])
+def test_matches_brute_force_with_ties_and_heavy_users(seed, block_items):
+    items, users, visited = integer_case(seed)
+    catalog = exact.build_catalog(items, block_items)
+    index, scores = exact.top_n_excluding(catalog, users, visited, 20)
+    assert index.shape == scores.shape == (len(users), 20)
+    check_exact(items, users, visited, 20, index, scores)
 
 
-def test_small_catalog_returns_every_unvisited_item():
-    items = np.eye(5, dtype=np.float32)
-    index = logic.build_index(items)
-    ((ids, _),) = logic.exact_top_n(index, np.ones((1, 5), np.float32), [np.array([0, 1])], 10)
-    assert sorted(ids.tolist()) == [2, 3, 4]
+def test_early_exit_stays_exact_when_most_users_close_in_the_first_block():
+    rng = np.random.default_rng(3)
+    items = rng.normal(size=(2000, 16)).astype(np.float32)
+    items *= (20.0 / np.arange(1, 2001) ** 0.7)[:, None].astype(np.float32)  # skewed norms
+    users = rng.normal(size=(50, 16)).astype(np.float32)
+    visited = [rng.choice(100, size=rng.integers(0, 60), replace=False) for _ in range(50)]
+    catalog = exact.build_catalog(items, 100)
+    assert catalog.head_norm[0] > 5 * catalog.head_norm[-1]
+    index, scores = exact.top_n_excluding(catalog, users, visited, 10)
+    for user in range(50):
+        want, want_scores = brute_force(items, users[user], visited[user], 10)
+        np.testing.assert_array_equal(index[user], want)
+        np.testing.assert_allclose(scores[user], want_scores, rtol=1e-5)
+
+
+def test_small_catalog_returns_every_unvisited_item_padded():
+    items = np.arange(10, dtype=np.float32).reshape(5, 2)
+    catalog = exact.build_catalog(items, 2)
+    index, scores = exact.top_n_excluding(catalog, np.ones((1, 2), np.float32), [[0, 1, 1]], 4)
+    assert index.tolist() == [[4, 3, 2, -1]]
+    assert scores[0, :3].tolist() == [17.0, 13.0, 9.0] and np.isneginf(scores[0, 3])
+
+
+def test_a_user_who_visited_everything_gets_an_empty_list():
+    catalog = exact.build_catalog(np.eye(4, dtype=np.float32), 3)
+    index, _ = exact.top_n_excluding(catalog, np.ones((2, 4), np.float32), [range(4), []], 2)
+    assert index.tolist() == [[-1, -1], [0, 1]]
 
 
 def test_rejects_mismatched_inputs():
-    index = logic.build_index(np.eye(3, dtype=np.float32))
+    catalog = exact.build_catalog(np.eye(3, dtype=np.float32), 2)
     with pytest.raises(ValueError, match="visited has 1 users"):
-        logic.exact_top_n(index, np.ones((2, 3), np.float32), [np.array([])], 1)
+        exact.top_n_excluding(catalog, np.ones((2, 3), np.float32), [[]], 1)
+    with pytest.raises(ValueError, match="do not match item vectors"):
+        exact.top_n_excluding(catalog, np.ones((1, 4), np.float32), [[]], 1)
+    with pytest.raises(ValueError, match="block_items must be positive"):
+        exact.build_catalog(np.eye(3, dtype=np.float32), 0)
 
 
-def test_heavy_users_beside_light_ones_stay_exact():
-    """One batch: light users, and heavy users who visited most of their best items (a bot)."""
-    rng = np.random.default_rng(7)
-    items = rng.normal(size=(2000, 16)).astype(np.float32)
-    items *= rng.zipf(1.5, size=(2000, 1)).clip(1, 20).astype(np.float32)  # popular = long
-    users = rng.normal(size=(60, 16)).astype(np.float32)
-    top_n, visited = 50, []
-    for u in range(len(users)):
-        best = np.argsort(-(items @ users[u]))
-        if u % 10 == 0:  # heavy: 1,500 visited, mostly the user's best
-            visited.append(np.concatenate([best[:1200], rng.choice(best[1200:], 300, False)]))
-        else:
-            visited.append(best[: int(rng.integers(0, 40))])
-    results = logic.exact_top_n(logic.build_index(items), users, visited, top_n)
-    for u, (ids, scores) in enumerate(results):
-        expected, all_scores = _brute_force(items, users[u], visited[u], top_n)
-        assert len(ids) == min(top_n, 2000 - len(set(visited[u].tolist())))
-        assert not set(ids.tolist()) & set(visited[u].tolist())
-        np.testing.assert_allclose(scores, all_scores[expected], rtol=1e-5, atol=1e-4)
+def test_shard_bounds_cover_the_catalog_once():
+    assert logic.shard_bounds(10, 3) == [(0, 3), (3, 7), (7, 10)]
+    assert logic.shard_bounds(2, 3) == [(0, 1), (1, 1), (1, 2)]
 
 
-def test_a_user_who_visited_nearly_everything_gets_what_is_left():
-    items = np.random.default_rng(3).normal(size=(100, 8)).astype(np.float32)
-    user = np.ones((1, 8), np.float32)
-    ((ids, _),) = logic.exact_top_n(logic.build_index(items), user, [np.arange(97)], 10)
-    assert sorted(ids.tolist()) == [97, 98, 99]
+@pytest.mark.parametrize("shards", [2, 3, 7])
+def test_sharded_equals_unsharded_ties_included(shards):
+    items, users, visited = integer_case(5, num_items=250)
+    whole = exact.top_n_excluding(exact.build_catalog(items, 32), users, visited, 15)
+    parts = []
+    for start, stop in logic.shard_bounds(len(items), shards):
+        shard = exact.build_catalog(items[start:stop], 32, first_index=start)
+        parts.append(exact.top_n_excluding(shard, users, visited, 15))
+    merged = exact.merge_top_n(parts, 15)
+    np.testing.assert_array_equal(merged[0], whole[0])
+    np.testing.assert_array_equal(merged[1], whole[1])
+    # Equal scores are common here, so the tie rule decided some of these lists.
+    assert any(len(set(row.tolist())) < 15 for row in whole[1])
+
+
+def user_of(row):
+    return row[C.USER_ID_COLUMN]
+
+
+def _model_with_items(tmp_path, items) -> str:
+    model_uri = str(tmp_path / "model")
+    keys = [f"item {i}".encode() for i in range(len(items))]
+    table = pa.table(
+        {
+            C.ITEM_INDEX_COLUMN: np.arange(len(items), dtype=np.int64),
+            C.ITEM_ID_COLUMN: [k.decode() for k in keys],
+            C.VECTOR_COLUMN: [row.tolist() for row in items],
+            C.COUNT_COLUMN: np.ones(len(items), dtype=np.int64),
+        },
+        schema=C.ITEM_VECTORS_SCHEMA,
+    )
+    export.write_item_vectors(model_uri, table)
+    return model_uri
+
+
+def test_beam_item_shards_give_the_unsharded_rows(tmp_path):
+    items, users, visited = integer_case(7, num_items=120, num_users=30)
+    model_uri = _model_with_items(tmp_path, items)
+    np.testing.assert_array_equal(export.read_item_vector_rows(model_uri, 30, 70), items[30:70])
+
+    def batches():
+        return [
+            logic.UserBatch(
+                key=f"user {start}",
+                user_ids=[f"user {u}" for u in range(start, start + 10)],
+                labels=["" for _ in range(10)],
+                vectors=users[start : start + 10],
+                visited=[np.asarray(v, np.int64) for v in visited[start : start + 10]],
+            )
+            for start in range(0, 30, 10)
+        ]
+
+    expected = []
+    for user in range(30):
+        index, scores = brute_force(items, users[user], visited[user], 12)
+        expected.append(
+            (f"user {user}", tuple(f"item {i}" for i in index), tuple(scores.astype(np.float32)))
+        )
+
+    def key(row):
+        return (
+            row[C.USER_ID_COLUMN],
+            tuple(row[C.ITEM_IDS_COLUMN]),
+            tuple(np.float32(s) for s in row[C.SCORES_COLUMN]),
+        )
+
+    for shards in (1, 4):
+        search = logic.Search(top_n=12, batch_size=10, block_items=16, item_shards=shards)
+        with beam.Pipeline() as pipeline:
+            out = pipeline | beam.Create(batches()) | logic.SearchBatches(model_uri, search)
+            assert_that(out["recalls"] | beam.Map(key), equal_to(expected))
+            assert_that(
+                out["user_vectors"] | beam.Map(user_of),
+                equal_to([f"user {u}" for u in range(30)]),
+                label="UserVectors",
+            )

@@ -10,8 +10,10 @@ import os
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import tensorflow as tf
 import tensorflow_transform as tft
+from apache_beam.io.filesystems import FileSystems
 
 from offline_recall.components import common
 from offline_recall.components import contracts as C
@@ -112,6 +114,45 @@ def read_item_vectors(model_uri: str) -> tuple[list[str], np.ndarray, np.ndarray
     vectors = flat.reshape(len(ids), -1) if ids else flat.reshape(0, 0)
     counts = np.asarray(table.column(C.COUNT_COLUMN), dtype=np.int64)
     return ids, vectors, counts
+
+
+def read_item_ids(model_uri: str) -> list[str]:
+    """The item ids of a Model artifact's item vector table, in catalog order (no vectors)."""
+    table = common.read_parquet(item_vectors_path(model_uri), columns=[C.ITEM_ID_COLUMN])
+    return table.column(C.ITEM_ID_COLUMN).to_pylist()
+
+
+def read_item_counts(model_uri: str) -> tuple[list[str], np.ndarray]:
+    """(item ids, [V] training click counts) of a Model artifact, in catalog order (no vectors)."""
+    table = common.read_parquet(
+        item_vectors_path(model_uri), columns=[C.ITEM_ID_COLUMN, C.COUNT_COLUMN]
+    )
+    ids = table.column(C.ITEM_ID_COLUMN).to_pylist()
+    return ids, np.asarray(table.column(C.COUNT_COLUMN), dtype=np.int64)
+
+
+def read_item_vector_rows(model_uri: str, start: int, stop: int) -> np.ndarray:
+    """Rows [start, stop) of the item vectors, [stop - start, dim + 1] float32.
+
+    Streams the file's record batches and keeps only the range, so a worker that searches one
+    item shard never holds the whole catalog's vectors.
+    """
+    kept = []
+    seen = 0
+    # Beam's FileSystems gives a seekable file object pyarrow can read row groups from (a GFile
+    # lacks the `closed` pyarrow asks for).
+    with FileSystems.open(item_vectors_path(model_uri), compression_type="uncompressed") as f:
+        for batch in pq.ParquetFile(f).iter_batches(columns=[C.VECTOR_COLUMN]):
+            lo, hi = max(start - seen, 0), min(stop - seen, batch.num_rows)
+            if lo < hi:
+                lists = batch.column(0).slice(lo, hi - lo)
+                kept.append(np.asarray(lists.flatten(), dtype=np.float32).reshape(hi - lo, -1))
+            seen += batch.num_rows
+            if seen >= stop:
+                break
+    if seen < stop:
+        raise ValueError(f"item vectors hold {seen} rows, rows [{start}, {stop}) were asked for")
+    return np.concatenate(kept) if kept else np.empty((0, 0), np.float32)
 
 
 def augment_user_vectors(user_vectors: np.ndarray) -> np.ndarray:

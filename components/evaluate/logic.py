@@ -6,6 +6,7 @@ read either name. NDCG@K with one relevant item is 1 / log2(rank + 1) for a hit 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -22,8 +23,8 @@ from offline_recall.pipeline.config import EvaluateConfig
 from offline_recall.trainer import export
 from offline_recall.trainer import features as F
 
-# Users per batch when the baseline model recalls (the same batching as RecallConfig's default).
-BASELINE_BATCH_SIZE = 512
+# The baseline's search (Evaluate gets no recall section): one catalog shard, default blocks.
+BASELINE_SEARCH = recall_logic.Search(top_n=0, batch_size=1024, block_items=8192, item_shards=1)
 
 
 def user_metrics(ranked: Sequence[str], target: str, ks: Sequence[int]) -> dict[str, float]:
@@ -87,7 +88,7 @@ class PopularityMetricsFn(beam.DoFn):
         self._ks = list(ks)
 
     def setup(self):
-        ids, _, counts = export.read_item_vectors(self._model_uri)
+        ids, counts = export.read_item_counts(self._model_uri)
         order = np.argsort(-counts, kind="stable")
         self._popular = [ids[i] for i in order]
 
@@ -137,7 +138,7 @@ class DecileHitsFn(beam.DoFn):
         self._model_uri = model_uri
 
     def setup(self):
-        ids, _, counts = export.read_item_vectors(self._model_uri)
+        ids, counts = export.read_item_counts(self._model_uri)
         self._decile = dict(zip(ids, popularity_deciles(counts).tolist(), strict=True))
 
     def process(self, row: dict):
@@ -154,7 +155,7 @@ class HistoryOovFn(beam.DoFn):
         self._model_uri = model_uri
 
     def setup(self):
-        ids, _, _ = export.read_item_vectors(self._model_uri)
+        ids = export.read_item_ids(self._model_uri)
         self._known = set(ids)
 
     def process(self, serialized: bytes):
@@ -313,7 +314,7 @@ def ScoreBaseline(eval_examples, baseline_uri: str, ks: Sequence[int]):  # noqa:
     """The previous release's model on today's holdout: its recalls, made by the same code as
     today's (`RecallUsers`, visited items excluded), scored like them. A singleton of metrics."""
     recalls = eval_examples | "RecallBaselineUsers" >> recall_logic.RecallUsers(
-        baseline_uri, max(ks), BASELINE_BATCH_SIZE
+        baseline_uri, dataclasses.replace(BASELINE_SEARCH, top_n=max(ks))
     )
     return (
         recalls["recalls"]

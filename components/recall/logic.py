@@ -1,152 +1,231 @@
-"""Exact top-N recall over the item vectors, never returning an item the user has visited.
+"""Recall: every user's exact top-N items by inner product, never an item they visited.
 
-Exactness: for a user with v visited catalog items, the best `top_n` unvisited items are always
-inside the best `top_n + v` items overall (at most v of those are visited), so one exact faiss
-search of depth k = top_n + max(v in batch) followed by dropping visited items is exact, not a
-heuristic over-fetch. When the catalog holds fewer than top_n unvisited items, the user gets them
-all and is counted as short.
+The search itself is `exact.top_n_excluding` (faiss's exact blocked search with per-user
+exclusion and early exit); this module runs it in Beam. With `recall.item_shards > 1` the
+catalog is split into contiguous shards: each batch of users is predicted once, sent to every
+shard (a worker holds one shard's vectors at a time), and the per-shard lists are merged into
+the same exact top-N as an unsharded search, ties included.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 
 import apache_beam as beam
-import faiss
 import numpy as np
 import tensorflow as tf
 
 from offline_recall.components import common
 from offline_recall.components import contracts as C
+from offline_recall.components.recall import exact
 from offline_recall.pipeline.config import RecallConfig
 from offline_recall.trainer import export
 from offline_recall.trainer import features as F
 
 
-def build_index(item_vectors: np.ndarray) -> faiss.IndexFlatIP:
-    """Returns an exact inner-product index over [num_items, dim] float32 vectors."""
-    index = faiss.IndexFlatIP(item_vectors.shape[1])
-    index.add(np.ascontiguousarray(item_vectors, dtype=np.float32))
-    return index
+@dataclasses.dataclass(frozen=True)
+class Search:
+    """How users are searched: list length, users per batch, items per block, item shards."""
+
+    top_n: int
+    batch_size: int
+    block_items: int
+    item_shards: int
+
+    @classmethod
+    def of(cls, config: RecallConfig) -> Search:
+        return cls(config.top_n, config.batch_size, config.block_items, config.item_shards)
 
 
-# Items searched beyond top_n in the first pass; users with more visited items among their best
-# come back for a deeper search of their own.
-OVERFETCH = 32
+def shard_bounds(num_items: int, shards: int) -> list[tuple[int, int]]:
+    """Contiguous [start, stop) catalog ranges of `shards` near-equal shards."""
+    edges = np.linspace(0, num_items, shards + 1).round().astype(np.int64)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
 
-def _search_rows(index, user_vectors, rows, visited_sets, top_n, depth):
-    """Searches `rows` to `depth`; returns {row: (ids, scores)} with visited items dropped."""
-    scores, ids = index.search(np.ascontiguousarray(user_vectors[rows]), depth)
-    found = {}
-    for row, row_ids, row_scores in zip(rows, ids, scores, strict=True):
-        seen = visited_sets[row]
-        keep = np.fromiter((i >= 0 and i not in seen for i in row_ids), bool, len(row_ids))
-        found[row] = (row_ids[keep][:top_n].astype(np.int64), row_scores[keep][:top_n])
-    return found
+@dataclasses.dataclass
+class UserBatch:
+    """Users predicted together and searched together.
 
-
-def exact_top_n(
-    index: faiss.Index,
-    user_vectors: np.ndarray,
-    visited: Sequence[np.ndarray],
-    top_n: int,
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Returns each user's best `top_n` items by inner product, excluding their visited items.
-
-    Exactness: the best `top_n` unvisited items of a user lie within their best
-    `top_n + v` items, v = their visited items in the catalog. One pass searches every user to
-    depth `top_n + OVERFETCH`; a user who still has `top_n` unvisited items there is done, and
-    only the others (those with many visited items among their best, such as heavy users) are
-    searched again, to their own depth. So one heavy user no longer drags a whole batch into a
-    near-full-catalog search.
-
-    Args:
-        index: an exact inner-product faiss index over the catalog.
-        user_vectors: [batch, dim] float32.
-        visited: per user, the catalog indices they visited (any order, duplicates allowed).
-        top_n: list length wanted.
-
-    Returns:
-        Per user (item indices [<=top_n] int64, scores [<=top_n] float32), best first; shorter
-        only when the catalog holds fewer unvisited items.
-    """
-    if len(visited) != user_vectors.shape[0]:
-        raise ValueError(f"visited has {len(visited)} users, user_vectors {user_vectors.shape[0]}")
-    if index.ntotal == 0 or user_vectors.shape[0] == 0:
-        return [(np.empty(0, np.int64), np.empty(0, np.float32)) for _ in visited]
-    user_vectors = np.asarray(user_vectors, dtype=np.float32)
-    visited_sets = [set(np.asarray(v, dtype=np.int64).tolist()) for v in visited]
-    total = index.ntotal
-    first_depth = min(total, top_n + OVERFETCH)
-    found = _search_rows(
-        index, user_vectors, list(range(len(visited_sets))), visited_sets, top_n, first_depth
-    )
-    # Short after the first pass, though the user's own depth goes further: search again.
-    redo = [
-        row
-        for row, (ids, _) in found.items()
-        if len(ids) < top_n and first_depth < min(total, top_n + len(visited_sets[row]))
-    ]
-    # Users of similar depth together: a heavy user is searched deep, alone or with its kind.
-    redo.sort(key=lambda row: len(visited_sets[row]))
-    for start in range(0, len(redo), 64):
-        group = redo[start : start + 64]
-        depth = min(total, top_n + max(len(visited_sets[row]) for row in group))
-        found.update(_search_rows(index, user_vectors, group, visited_sets, top_n, depth))
-    return [found[row] for row in range(len(visited_sets))]
-
-
-class RecallFn(beam.DoFn):
-    """Predicts user vectors with the serving SavedModel and searches the item index.
-
-    The SavedModel and the faiss index are per-worker state, loaded once in `setup`.
-    Main output: recall rows; tagged `user_vectors`: one row per user.
+    Attributes:
+        key: a key unique to the batch (its first user's id), for the merge after shards.
+        user_ids: [batch] original user ids.
+        labels: [batch] held-out item ids ("" for serving histories).
+        vectors: [batch, dim + 1] float32 user vectors (the 1 that meets the bias appended).
+        visited: per user, int64 catalog indices of the visited items the catalog holds.
     """
 
-    USER_VECTORS = "user_vectors"
+    key: str
+    user_ids: list[str]
+    labels: list[str]
+    vectors: np.ndarray
+    visited: list[np.ndarray]
 
-    def __init__(self, model_uri: str, top_n: int):
+
+class _Items:
+    """Per-worker item ids and the id -> catalog index map (no vectors)."""
+
+    def __init__(self, model_uri: str):
+        self.ids = export.read_item_ids(model_uri)
+        self.index_of = {item: i for i, item in enumerate(self.ids)}
+
+    def visited_indices(self, visited: Iterable[bytes]) -> np.ndarray:
+        found = (self.index_of.get(v.decode("utf-8")) for v in visited)
+        return np.fromiter((i for i in found if i is not None), np.int64)
+
+
+class PredictFn(beam.DoFn):
+    """Serialized history examples (a batch) -> one `UserBatch`, with the serving SavedModel.
+
+    The SavedModel and the item id map are per-worker state, loaded once in `setup`.
+    """
+
+    def __init__(self, model_uri: str):
         self._model_uri = model_uri
-        self._top_n = top_n
-        self._users = beam.metrics.Metrics.counter("recall", "users")
-        self._short = beam.metrics.Metrics.counter("recall", "users_short")
 
     def setup(self):
-        self._item_ids, vectors, _ = export.read_item_vectors(self._model_uri)
-        self._index_of = {item: i for i, item in enumerate(self._item_ids)}
-        self._index = build_index(vectors)
+        self._items = _Items(self._model_uri)
         loaded = tf.saved_model.load(export.serving_model_path(self._model_uri))
         self._loaded = loaded  # keeps the signature's variables alive
         self._predict = loaded.signatures["serving_default"]
 
-    def _visited_indices(self, visited: Iterable[bytes]) -> np.ndarray:
-        found = (self._index_of.get(v.decode("utf-8")) for v in visited)
-        return np.fromiter((i for i in found if i is not None), np.int64)
-
     def process(self, batch: list[bytes]):
         examples = [tf.train.Example.FromString(s) for s in batch]
         raw = self._predict(examples=tf.constant(batch))[F.USER_VECTOR].numpy()
-        user_vectors = export.augment_user_vectors(raw)
-        visited = [self._visited_indices(common.bytes_values(e, F.VISITED)) for e in examples]
-        results = exact_top_n(self._index, user_vectors, visited, self._top_n)
-        for example, vector, (ids, scores) in zip(examples, user_vectors, results, strict=True):
-            user_id = common.bytes_values(example, F.USER_ID)[0].decode("utf-8")
-            label = common.bytes_values(example, F.LABEL)
-            self._users.inc()
-            if len(ids) < self._top_n:
-                self._short.inc()
-            yield {
-                C.USER_ID_COLUMN: user_id,
-                C.ITEM_IDS_COLUMN: [self._item_ids[i] for i in ids],
-                C.SCORES_COLUMN: [float(s) for s in scores],
-                C.HELD_OUT_COLUMN: label[0].decode("utf-8") if label else "",
-            }
-            yield beam.pvalue.TaggedOutput(
-                self.USER_VECTORS, {C.USER_ID_COLUMN: user_id, C.VECTOR_COLUMN: vector.tolist()}
+        labels = [common.bytes_values(e, F.LABEL) for e in examples]
+        user_ids = [common.bytes_values(e, F.USER_ID)[0].decode("utf-8") for e in examples]
+        yield UserBatch(
+            key=user_ids[0],
+            user_ids=user_ids,
+            labels=[label[0].decode("utf-8") if label else "" for label in labels],
+            vectors=export.augment_user_vectors(raw),
+            visited=[
+                self._items.visited_indices(common.bytes_values(e, F.VISITED)) for e in examples
+            ],
+        )
+
+
+def rows_of(
+    batch: UserBatch, index: np.ndarray, scores: np.ndarray, item_ids, top_n: int, counters
+):
+    """The recall rows and tagged user-vector rows of one searched batch."""
+    users, short = counters
+    for user, label, vector, row_index, row_scores in zip(
+        batch.user_ids, batch.labels, batch.vectors, index, scores, strict=True
+    ):
+        found = row_index >= 0
+        users.inc()
+        if not found.all():
+            short.inc()
+        yield {
+            C.USER_ID_COLUMN: user,
+            C.ITEM_IDS_COLUMN: [item_ids[i] for i in row_index[found]],
+            C.SCORES_COLUMN: row_scores[found].tolist(),
+            C.HELD_OUT_COLUMN: label,
+        }
+        yield beam.pvalue.TaggedOutput(
+            USER_VECTORS, {C.USER_ID_COLUMN: user, C.VECTOR_COLUMN: vector.tolist()}
+        )
+
+
+USER_VECTORS = "user_vectors"
+
+
+def _counters():
+    return (
+        beam.metrics.Metrics.counter("recall", "users"),
+        beam.metrics.Metrics.counter("recall", "users_short"),
+    )
+
+
+class SearchFn(beam.DoFn):
+    """A `UserBatch` -> its recall rows, searched over the whole catalog (one shard).
+
+    Main output: recall rows; tagged `user_vectors`: one row per user.
+    """
+
+    def __init__(self, model_uri: str, search: Search):
+        self._model_uri = model_uri
+        self._search = search
+        self._counters = _counters()
+
+    def setup(self):
+        self._ids, vectors, _ = export.read_item_vectors(self._model_uri)
+        self._catalog = exact.build_catalog(vectors, self._search.block_items)
+
+    def process(self, batch: UserBatch):
+        index, scores = exact.top_n_excluding(
+            self._catalog, batch.vectors, batch.visited, self._search.top_n
+        )
+        yield from rows_of(batch, index, scores, self._ids, self._search.top_n, self._counters)
+
+
+def to_shards(batch: UserBatch, shards: int):
+    """Sends a batch to every item shard: (shard, batch)."""
+    for shard in range(shards):
+        yield shard, batch
+
+
+class ShardSearchFn(beam.DoFn):
+    """(shard, `UserBatch`) -> (batch key, (batch, shard's index, shard's scores)).
+
+    A worker keeps the last shard it searched: batches arrive grouped by shard after the
+    reshuffle often enough that this holds memory to one shard's vectors, items / shards x dim
+    x 4 bytes, without reloading per batch.
+    """
+
+    def __init__(self, model_uri: str, search: Search):
+        self._model_uri = model_uri
+        self._search = search
+        self._loaded = beam.metrics.Metrics.counter("recall", "shard_loads")
+
+    def setup(self):
+        self._num_items = len(export.read_item_ids(self._model_uri))
+        self._shard = None
+        self._catalog = None
+
+    def _catalog_of(self, shard: int) -> exact.Catalog:
+        if shard != self._shard:
+            self._catalog = None  # frees the previous shard before the next is read
+            start, stop = shard_bounds(self._num_items, self._search.item_shards)[shard]
+            self._catalog = exact.build_catalog(
+                export.read_item_vector_rows(self._model_uri, start, stop),
+                self._search.block_items,
+                first_index=start,
             )
+            self._shard = shard
+            self._loaded.inc()
+        return self._catalog
+
+    def process(self, element):
+        shard, batch = element
+        index, scores = exact.top_n_excluding(
+            self._catalog_of(shard), batch.vectors, batch.visited, self._search.top_n
+        )
+        yield batch.key, (batch, index, scores)
+
+
+class MergeShardsFn(beam.DoFn):
+    """(batch key, per-shard results) -> the batch's recall rows, merged to the exact top-N."""
+
+    def __init__(self, model_uri: str, search: Search):
+        self._model_uri = model_uri
+        self._search = search
+        self._counters = _counters()
+
+    def setup(self):
+        self._ids = export.read_item_ids(self._model_uri)
+
+    def process(self, element):
+        _, parts = element
+        parts = list(parts)
+        index, scores = exact.merge_top_n([(p[1], p[2]) for p in parts], self._search.top_n)
+        yield from rows_of(
+            parts[0][0], index, scores, self._ids, self._search.top_n, self._counters
+        )
 
 
 def list_length(row: dict) -> int:
@@ -154,15 +233,39 @@ def list_length(row: dict) -> int:
 
 
 @beam.ptransform_fn
-def RecallUsers(histories, model_uri: str, top_n: int, batch_size: int):  # noqa: N802
+def SearchBatches(batches, model_uri: str, search: Search):  # noqa: N802
+    """`UserBatch`es -> {"recalls": rows, "user_vectors": rows}, over one or many item shards."""
+    if search.item_shards == 1:
+        outputs = batches | "SearchCatalog" >> beam.ParDo(SearchFn(model_uri, search)).with_outputs(
+            USER_VECTORS, main="recalls"
+        )
+    else:
+        outputs = (
+            batches
+            | "ToItemShards" >> beam.FlatMap(to_shards, search.item_shards)
+            | "SpreadShards" >> beam.Reshuffle()
+            | "SearchShards" >> beam.ParDo(ShardSearchFn(model_uri, search))
+            | "GroupShards" >> beam.GroupByKey()
+            | "MergeShards"
+            >> beam.ParDo(MergeShardsFn(model_uri, search)).with_outputs(
+                USER_VECTORS, main="recalls"
+            )
+        )
+    return {"recalls": outputs.recalls, "user_vectors": outputs[USER_VECTORS]}
+
+
+@beam.ptransform_fn
+def RecallUsers(histories, model_uri: str, search: Search):  # noqa: N802
     """Serialized history examples -> {"recalls": rows, "user_vectors": rows}."""
-    batches = histories | "BatchUsers" >> beam.BatchElements(
-        min_batch_size=min(64, batch_size), max_batch_size=batch_size
+    return (
+        histories
+        | "BatchUsers"
+        >> beam.BatchElements(
+            min_batch_size=min(64, search.batch_size), max_batch_size=search.batch_size
+        )
+        | "PredictUsers" >> beam.ParDo(PredictFn(model_uri))
+        | "SearchUsers" >> SearchBatches(model_uri, search)
     )
-    outputs = batches | "PredictAndSearch" >> beam.ParDo(RecallFn(model_uri, top_n)).with_outputs(
-        RecallFn.USER_VECTORS, main="recalls"
-    )
-    return {"recalls": outputs.recalls, "user_vectors": outputs[RecallFn.USER_VECTORS]}
 
 
 def summarize(split: str, top_n: int, users: int, lengths: dict[int, int]) -> dict:
@@ -199,9 +302,7 @@ def recall(
     """
     with make_pipeline() as pipeline:
         histories = pipeline | "ReadHistories" >> beam.io.ReadFromTFRecord(histories_pattern)
-        result = histories | "RecallUsers" >> RecallUsers(
-            model_uri, config.top_n, config.batch_size
-        )
+        result = histories | "RecallUsers" >> RecallUsers(model_uri, Search.of(config))
         _ = result["recalls"] | "WriteRecalls" >> beam.io.WriteToParquet(
             os.path.join(recalls_dir, C.RECALLS_DIR, "part"),
             C.RECALLS_SCHEMA,

@@ -94,7 +94,7 @@ def write_run_report(output_dir: str, input_base: str, stages: StageOutputs) -> 
     summary = run_summary(output_dir, input_base, stages)
     common.write_json(os.path.join(output_dir, C.RUN_SUMMARY_FILE), summary)
     metrics = summary["evaluate"]
-    _, _, item_counts = export.read_item_vectors(stages.model)
+    _, item_counts = export.read_item_counts(stages.model)
     page.write_report(
         os.path.join(output_dir, C.REPORT_DIR),
         summary,

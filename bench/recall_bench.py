@@ -1,0 +1,173 @@
+"""The product's exact recall (visited items excluded) against a plain faiss search without it.
+
+    .venv/bin/python bench/recall_bench.py [--items 100000] [--dim 64] [--users 20000]
+        [--top-n 100] [--repeats 3] [--norm-skew 0.5] [--batch-size 1024] [--block-items 8192]
+
+Seeded data: item vectors with norms skewed by a Zipf popularity (item i of popularity rank i
+gets norm proportional to (i + 1) ** -norm_skew, so popular items, which users have often
+visited, are often the top scorers; --norm-skew 0 gives equal norms), one bias-like constant
+dimension as the product's vectors have, Gaussian user vectors, 5-200 visited items per user
+drawn by popularity plus 1% heavy users with 5,000-50,000. In one process, interleaved, it times
+
+- faiss: `faiss.IndexFlatIP.search(users, top_n)`, no exclusion (the baseline);
+- product: `exact.top_n_excluding` in the product's batches, visited items excluded;
+- sgemm: the bare users x items product in the product's blocks (what no exact search beats
+  without skipping work),
+
+and prints the median of each. It checks the product against a numpy brute force on a sample
+of users (heavy ones included) and reports peak RSS. Last line:
+`users=U items=I dim=D top_n=N product_s=.. faiss_no_exclusion_s=.. vs_faiss_no_exclusion=R
+exact=1.000 sgemm_limit=L`, R = faiss time / product time, L = faiss time / sgemm time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import sys
+import time
+
+# The product's OpenMP wait policy (see exact.py), set before faiss loads, for both contenders.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import faiss  # noqa: E402
+import numpy as np  # noqa: E402
+
+from offline_recall.components.recall import exact  # noqa: E402
+
+
+def make_data(items: int, dim: int, users: int, norm_skew: float, seed: int = 0):
+    """(item vectors [items, dim], user vectors [users, dim], visited per user)."""
+    rng = np.random.default_rng(seed)
+    rank = np.arange(1, items + 1, dtype=np.float64)
+    item_vectors = rng.standard_normal((items, dim)).astype(np.float32)
+    item_vectors /= np.linalg.norm(item_vectors, axis=1, keepdims=True)
+    item_vectors *= (rank**-norm_skew * 4.0).astype(np.float32)[:, None]
+    item_vectors[:, -1] = (-np.log(rank) / 4.0).astype(np.float32)  # a popularity bias
+    user_vectors = rng.standard_normal((users, dim)).astype(np.float32)
+    user_vectors[:, -1] = 1.0
+    lengths = rng.integers(5, 201, users)
+    heavy = rng.choice(users, max(1, users // 100), replace=False)
+    lengths[heavy] = rng.integers(5_000, 50_001, heavy.size)
+    lengths = np.minimum(lengths, items)
+    popularity = 1.0 / rank
+    cdf = np.cumsum(popularity / popularity.sum())
+    draws = np.minimum(np.searchsorted(cdf, rng.random(int(lengths.sum()))), items - 1)
+    visited = np.split(draws.astype(np.int64), np.cumsum(lengths)[:-1])
+    return item_vectors, user_vectors, visited, heavy
+
+
+def product(item_vectors, user_vectors, visited, top_n, batch_size, block_items):
+    catalog = exact.build_catalog(item_vectors, block_items)
+    parts = [
+        exact.top_n_excluding(
+            catalog, user_vectors[i : i + batch_size], visited[i : i + batch_size], top_n
+        )
+        for i in range(0, len(user_vectors), batch_size)
+    ]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def plain_faiss(item_vectors, user_vectors, top_n):
+    index = faiss.IndexFlatIP(item_vectors.shape[1])
+    index.add(item_vectors)
+    return index.search(user_vectors, top_n)
+
+
+def sgemm(item_vectors, user_vectors, batch_size, block_items):
+    out = np.empty(batch_size * block_items, np.float32)
+    for i in range(0, len(user_vectors), batch_size):
+        users = user_vectors[i : i + batch_size]
+        for j in range(0, len(item_vectors), block_items):
+            items = item_vectors[j : j + block_items]
+            np.matmul(users, items.T, out=out[: len(users) * len(items)].reshape(len(users), -1))
+
+
+def exactness(item_vectors, user_vectors, visited, heavy, index, top_n, sample: int = 64) -> float:
+    """Share of sampled users (heavy ones included) whose list equals numpy's brute force."""
+    rng = np.random.default_rng(1)
+    users = np.unique(np.concatenate([rng.choice(len(user_vectors), sample), heavy[:8]]))
+    good = 0
+    for user in users:
+        scores = item_vectors.astype(np.float64) @ user_vectors[user].astype(np.float64)
+        scores[visited[user]] = -np.inf
+        want = np.lexsort((np.arange(len(scores)), -scores))[:top_n]
+        want = want[np.isfinite(scores[want])]
+        got = index[user][index[user] >= 0]
+        # float32 SGEMM against float64: equal lists, or equal up to rounding-close scores.
+        good += int(
+            np.array_equal(got, want)
+            or (
+                len(got) == len(want)
+                and np.allclose(np.sort(scores[got]), np.sort(scores[want]), rtol=1e-5)
+            )
+        )
+    return good / len(users)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--dim", type=int, default=64)
+    parser.add_argument("--users", type=int, default=20_000)
+    parser.add_argument("--top-n", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--norm-skew", type=float, default=0.5)
+    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--block-items", type=int, default=8192)
+    args = parser.parse_args(argv)
+
+    item_vectors, user_vectors, visited, heavy = make_data(
+        args.items, args.dim, args.users, args.norm_skew
+    )
+    print(
+        f"data: {args.items} items x {args.dim}, {args.users} users, "
+        f"{sum(len(v) for v in visited)} visited ({heavy.size} heavy users), "
+        f"norm skew {args.norm_skew}",
+        flush=True,
+    )
+    times = {"product": [], "faiss": [], "sgemm": []}
+    result = None
+    for repeat in range(args.repeats):
+        for name in ("faiss", "product", "sgemm"):  # interleaved: the machine is noisy
+            start = time.perf_counter()
+            if name == "faiss":
+                plain_faiss(item_vectors, user_vectors, args.top_n)
+            elif name == "product":
+                result = product(
+                    item_vectors,
+                    user_vectors,
+                    visited,
+                    args.top_n,
+                    args.batch_size,
+                    args.block_items,
+                )
+            else:
+                sgemm(item_vectors, user_vectors, args.batch_size, args.block_items)
+            times[name].append(time.perf_counter() - start)
+        print(
+            f"repeat {repeat + 1}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()),
+            flush=True,
+        )
+    median = {k: statistics.median(v) for k, v in times.items()}
+    exact_share = exactness(item_vectors, user_vectors, visited, heavy, result[0], args.top_n)
+    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    catalog_mb = item_vectors.nbytes / 2**20
+    buffer_mb = args.batch_size * args.block_items * 4 / 2**20
+    print(
+        f"peak RSS {peak_gb:.2f} GiB (item vectors {catalog_mb:.0f} MiB, score buffer "
+        f"{buffer_mb:.0f} MiB per batch)"
+    )
+    print(
+        f"users={args.users} items={args.items} dim={args.dim} top_n={args.top_n} "
+        f"product_s={median['product']:.2f} faiss_no_exclusion_s={median['faiss']:.2f} "
+        f"vs_faiss_no_exclusion={median['faiss'] / median['product']:.2f} "
+        f"exact={exact_share:.3f} sgemm_limit={median['faiss'] / median['sgemm']:.2f}"
+    )
+    return 0 if exact_share == 1.0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
