@@ -57,13 +57,7 @@ def test_mean_metrics_and_coverage_in_beam():
             ),
             label="Mean",
         )
-        coverage = (
-            recalls
-            | beam.FlatMap(logic.recommended_at_k, [1, 2])
-            | beam.Distinct()
-            | beam.Map(logic._k_of)
-            | beam.combiners.Count.PerElement()
-        )
+        coverage = recalls | logic.CoverageAtK([1, 2])
         assert_that(coverage, equal_to([(1, 1), (2, 3)]), label="Coverage")
 
 

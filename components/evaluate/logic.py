@@ -264,8 +264,23 @@ def recommended_at_k(row: dict, ks: Sequence[int]):
             yield k, item
 
 
-def _k_of(pair):
-    return pair[0]
+def _k_of_counted(counted):
+    (k, _), _ = counted
+    return k
+
+
+@beam.ptransform_fn
+def CoverageAtK(recalls, ks: Sequence[int]):  # noqa: N802
+    """Recall rows -> (k, number of distinct items in someone's first k)."""
+    return (
+        recalls
+        | "RecommendedAtK" >> beam.FlatMap(recommended_at_k, ks)
+        # Count.PerElement, not Distinct: it combines within a bundle before the shuffle, so a
+        # popular item crosses it once per bundle, not once per user.
+        | "DistinctRecommended" >> beam.combiners.Count.PerElement()
+        | "KOfPair" >> beam.Map(_k_of_counted)
+        | "CountPerK" >> beam.combiners.Count.PerElement()
+    )
 
 
 @beam.ptransform_fn
@@ -282,13 +297,7 @@ def EvaluateRecalls(recalls, eval_examples, model_uri: str, ks: Sequence[int]): 
         | "PopularityUserMetrics" >> beam.ParDo(PopularityMetricsFn(model_uri, ks))
         | "MeanPopularityMetrics" >> beam.CombineGlobally(MeanMetricsFn())
     )
-    coverage = (
-        recalls
-        | "RecommendedAtK" >> beam.FlatMap(recommended_at_k, ks)
-        | "DistinctRecommended" >> beam.Distinct()
-        | "KOfPair" >> beam.Map(_k_of)
-        | "CountPerK" >> beam.combiners.Count.PerElement()
-    )
+    coverage = recalls | "CoverageAtK" >> CoverageAtK(ks)
     return {"model": model, "popularity": popularity, "coverage": coverage}
 
 

@@ -3,8 +3,9 @@
 The search itself is `exact.top_n_excluding` (faiss's exact blocked search with per-user
 exclusion and early exit); this module runs it in Beam. With `recall.item_shards > 1` the
 catalog is split into contiguous shards: each batch of users is predicted once, sent to every
-shard (a worker holds one shard's vectors at a time), and the per-shard lists are merged into
-the same exact top-N as an unsharded search, ties included.
+shard (grouped by shard, so a DoFn instance reads one shard's vectors once per work unit and
+holds one at a time), and the per-shard lists are merged into the same exact top-N as an
+unsharded search, ties included.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import zlib
 from collections.abc import Callable, Iterable
 
 import apache_beam as beam
@@ -163,18 +165,24 @@ class SearchFn(beam.DoFn):
         yield from rows_of(batch, index, scores, self._ids, self._search.top_n, self._counters)
 
 
+# Batches of one shard are grouped into this many work units per shard: each unit reads its
+# shard once and searches all its batches, and there are item_shards x SHARD_UNITS units to
+# spread over workers.
+SHARD_UNITS = 16
+
+
 def to_shards(batch: UserBatch, shards: int):
-    """Sends a batch to every item shard: (shard, batch)."""
+    """Sends a batch to every item shard: ((shard, unit), batch)."""
+    unit = zlib.crc32(batch.key.encode("utf-8")) % SHARD_UNITS
     for shard in range(shards):
-        yield shard, batch
+        yield (shard, unit), batch
 
 
 class ShardSearchFn(beam.DoFn):
-    """(shard, `UserBatch`) -> (batch key, (batch, shard's index, shard's scores)).
+    """((shard, unit), `UserBatch`es) -> (batch key, (batch, shard's index, shard's scores)).
 
-    A worker keeps the last shard it searched: batches arrive grouped by shard after the
-    reshuffle often enough that this holds memory to one shard's vectors, items / shards x dim
-    x 4 bytes, without reloading per batch.
+    A DoFn instance holds one shard's item vectors at a time, items / shards x (dim + 1) x 4
+    bytes, read from that shard's rows of the item table only.
     """
 
     def __init__(self, model_uri: str, search: Search):
@@ -201,11 +209,13 @@ class ShardSearchFn(beam.DoFn):
         return self._catalog
 
     def process(self, element):
-        shard, batch = element
-        index, scores = exact.top_n_excluding(
-            self._catalog_of(shard), batch.vectors, batch.visited, self._search.top_n
-        )
-        yield batch.key, (batch, index, scores)
+        (shard, _), batches = element
+        catalog = self._catalog_of(shard)
+        for batch in batches:
+            index, scores = exact.top_n_excluding(
+                catalog, batch.vectors, batch.visited, self._search.top_n
+            )
+            yield batch.key, (batch, index, scores)
 
 
 class MergeShardsFn(beam.DoFn):
@@ -243,7 +253,7 @@ def SearchBatches(batches, model_uri: str, search: Search):  # noqa: N802
         outputs = (
             batches
             | "ToItemShards" >> beam.FlatMap(to_shards, search.item_shards)
-            | "SpreadShards" >> beam.Reshuffle()
+            | "GroupByShard" >> beam.GroupByKey()
             | "SearchShards" >> beam.ParDo(ShardSearchFn(model_uri, search))
             | "GroupShards" >> beam.GroupByKey()
             | "MergeShards"
