@@ -7,6 +7,11 @@ of the run's whole process tree every 0.2 s. Stages run one after another (Local
 stage's peak is the highest sample between the progress line before it and its own.
 
     .venv/bin/python bench/scale.py [--events 100000 1000000 5000000] [--work DIR]
+        [--reuse DIR/results.json] [--config FILE]
+
+`--reuse` takes the sizes an earlier run measured (its results.json, written after each size)
+instead of running them again; `--config` runs the new sizes with a config other than the
+defaults (the 5M memory check with fewer epochs, say), which the figures must then mention.
 
 It prints a table per size (stage, seconds, peak RSS, events/s, and the ratio of the stage's
 time per event to the smallest run's) and a last line:
@@ -111,12 +116,13 @@ class RssSampler(threading.Thread):
         return peak
 
 
-def run_pipeline(log: str, out: str) -> dict:
+def run_pipeline(log: str, out: str, config: str | None = None) -> dict:
     """Runs the pipeline; returns {wall_s, stages: {name: {seconds, peak_rss}}, peak_rss}."""
     started = time.time()
     process = subprocess.Popen(
         [sys.executable, "-m", "offline_recall.pipeline.cli", "run", "--input", log]
-        + ["--output", out],
+        + ["--output", out]
+        + (["--config", config] if config else []),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -139,37 +145,62 @@ def run_pipeline(log: str, out: str) -> dict:
     return {"wall_s": time.time() - started, "stages": stages, "peak_rss": sampler.overall}
 
 
+def print_table(results: dict, events: int) -> None:
+    """One size's per-stage table, with each stage's time per row against the smallest size."""
+    base = min(results)
+    base_rows = results[base]["shape"]["rows"]
+    result = results[events]
+    rows = result["shape"]["rows"]
+    print(
+        f"\n{events} events ({rows} rows): {result['wall_s']:.1f} s, "
+        f"peak RSS {result['peak_rss'] / 2**30:.2f} GiB, {rows / result['wall_s']:.0f} rows/s"
+    )
+    print(f"{'stage':<20} {'seconds':>8} {'peak_gib':>8} {'rows/s':>10} {'per_row_x':>9}")
+    for name, stage in result["stages"].items():
+        before = results[base]["stages"].get(name, {}).get("seconds")
+        ratio = (stage["seconds"] / rows) / (before / base_rows) if before else float("nan")
+        speed = rows / stage["seconds"] if stage["seconds"] else float("inf")
+        print(
+            f"{name:<20} {stage['seconds']:8.1f} {stage['peak_rss'] / 2**30:8.2f} "
+            f"{speed:10.0f} {ratio:9.2f}",
+            flush=True,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, nargs="+", default=[100_000, 1_000_000, 5_000_000])
     parser.add_argument("--work", default="/tmp/offline-recall-scale")
+    parser.add_argument(
+        "--reuse",
+        metavar="RESULTS_JSON",
+        help="results.json of an earlier run on this machine: its sizes are not run again",
+    )
+    parser.add_argument(
+        "--config",
+        help="a run config for the sizes run now (the defaults otherwise); say so with the figures",
+    )
     args = parser.parse_args()
 
     results = {}
-    for events in sorted(args.events):
+    if args.reuse:
+        with open(args.reuse, encoding="utf-8") as f:
+            results = {int(k): v for k, v in json.load(f).items()}
+        print(f"reusing {sorted(results)} from {args.reuse}", flush=True)
+    for events in sorted(set(args.events) - set(results)):
         folder = os.path.join(args.work, str(events))
         os.makedirs(folder, exist_ok=True)
         log = os.path.join(folder, "clicks.csv")
         shape = write_log(log, events)
         print(f"log {events}: {json.dumps(shape)}", flush=True)
-        results[events] = {"shape": shape, **run_pipeline(log, os.path.join(folder, "out"))}
+        run = run_pipeline(log, os.path.join(folder, "out"), args.config)
+        results[events] = {"shape": shape, "config": args.config, **run}
+        # Each size's table as soon as it is done: a long 5M run still leaves the others.
+        print_table(results, events)
+        with open(os.path.join(args.work, "results.json"), "w", encoding="utf-8") as f:
+            json.dump({str(k): v for k, v in results.items()}, f, indent=1)
+    results = dict(sorted(results.items()))
     base = min(results)
-    base_rows = results[base]["shape"]["rows"]
-    for events, result in results.items():
-        rows = result["shape"]["rows"]
-        print(
-            f"\n{events} events ({rows} rows): {result['wall_s']:.1f} s, "
-            f"peak RSS {result['peak_rss'] / 2**30:.2f} GiB, {rows / result['wall_s']:.0f} rows/s"
-        )
-        print(f"{'stage':<20} {'seconds':>8} {'peak_gib':>8} {'rows/s':>10} {'per_row_x':>9}")
-        for name, stage in result["stages"].items():
-            before = results[base]["stages"].get(name, {}).get("seconds")
-            ratio = (stage["seconds"] / rows) / (before / base_rows) if before else float("nan")
-            speed = rows / stage["seconds"] if stage["seconds"] else float("inf")
-            print(
-                f"{name:<20} {stage['seconds']:8.1f} {stage['peak_rss'] / 2**30:8.2f} "
-                f"{speed:10.0f} {ratio:9.2f}"
-            )
     per_row = {e: r["wall_s"] / r["shape"]["rows"] for e, r in results.items()}
     ratios = " ".join(
         f"per_event_ratio_{_label(e)}={per_row[e] / per_row[base]:.3f}"
@@ -180,7 +211,7 @@ def main() -> None:
     print(
         f"scale: events={','.join(str(r['shape']['rows']) for r in results.values())} "
         f"wall_s={walls} {ratios} "
-        f"peak_rss_gb={max(r['peak_rss'] for r in results.values()) / 1e9:.2f}"
+        f"peak_rss_gb={max(r['peak_rss'] for r in results.values()) / 2**30:.2f}"
     )
 
 
