@@ -110,10 +110,15 @@ class PredictFn(beam.DoFn):
         )
 
 
-def rows_of(
-    batch: UserBatch, index: np.ndarray, scores: np.ndarray, item_ids, top_n: int, counters
-):
-    """The recall rows and tagged user-vector rows of one searched batch."""
+def rows_of(batch: UserBatch, index: np.ndarray, scores: np.ndarray, item_ids, counters):
+    """The recall rows and tagged user-vector rows of one searched batch.
+
+    Args:
+        batch: the users.
+        index: [batch, top_n] catalog indices, -1 padded; scores: [batch, top_n], best first.
+        item_ids: catalog index -> item id.
+        counters: the (users, users_short) Beam counters.
+    """
     users, short = counters
     for user, label, vector, row_index, row_scores in zip(
         batch.user_ids, batch.labels, batch.vectors, index, scores, strict=True
@@ -162,7 +167,7 @@ class SearchFn(beam.DoFn):
         index, scores = exact.top_n_excluding(
             self._catalog, batch.vectors, batch.visited, self._search.top_n
         )
-        yield from rows_of(batch, index, scores, self._ids, self._search.top_n, self._counters)
+        yield from rows_of(batch, index, scores, self._ids, self._counters)
 
 
 # Batches of one shard are grouped into this many work units per shard: each unit reads its
@@ -179,7 +184,7 @@ def to_shards(batch: UserBatch, shards: int):
 
 
 class ShardSearchFn(beam.DoFn):
-    """((shard, unit), `UserBatch`es) -> (batch key, (batch, shard's index, shard's scores)).
+    """((shard, unit), `UserBatch`es) -> (batch key, (shard's index, shard's scores)).
 
     A DoFn instance holds one shard's item vectors at a time, items / shards x (dim + 1) x 4
     bytes, read from that shard's rows of the item table only.
@@ -215,11 +220,18 @@ class ShardSearchFn(beam.DoFn):
             index, scores = exact.top_n_excluding(
                 catalog, batch.vectors, batch.visited, self._search.top_n
             )
-            yield batch.key, (batch, index, scores)
+            yield batch.key, (index, scores)
+
+
+def keyed_for_merge(batch: UserBatch):
+    """(batch key, the batch without its visited items): what the merge needs besides the
+    shards' lists, sent once rather than back from every shard."""
+    return batch.key, dataclasses.replace(batch, visited=[])
 
 
 class MergeShardsFn(beam.DoFn):
-    """(batch key, per-shard results) -> the batch's recall rows, merged to the exact top-N."""
+    """(batch key, [the batch, each shard's (index, scores)]) -> the batch's recall rows, merged
+    to the exact top-N."""
 
     def __init__(self, model_uri: str, search: Search):
         self._model_uri = model_uri
@@ -230,12 +242,16 @@ class MergeShardsFn(beam.DoFn):
         self._ids = export.read_item_ids(self._model_uri)
 
     def process(self, element):
-        _, parts = element
-        parts = list(parts)
-        index, scores = exact.merge_top_n([(p[1], p[2]) for p in parts], self._search.top_n)
-        yield from rows_of(
-            parts[0][0], index, scores, self._ids, self._search.top_n, self._counters
-        )
+        key, values = element
+        batches = [v for v in values if isinstance(v, UserBatch)]
+        parts = [v for v in values if not isinstance(v, UserBatch)]
+        if len(batches) != 1 or len(parts) != self._search.item_shards:
+            raise ValueError(
+                f"batch {key!r}: {len(batches)} batches and {len(parts)} shard results, "
+                f"expected 1 and {self._search.item_shards}"
+            )
+        index, scores = exact.merge_top_n(parts, self._search.top_n)
+        yield from rows_of(batches[0], index, scores, self._ids, self._counters)
 
 
 def list_length(row: dict) -> int:
@@ -250,12 +266,17 @@ def SearchBatches(batches, model_uri: str, search: Search):  # noqa: N802
             USER_VECTORS, main="recalls"
         )
     else:
-        outputs = (
+        shard_lists = (
             batches
             | "ToItemShards" >> beam.FlatMap(to_shards, search.item_shards)
             | "GroupByShard" >> beam.GroupByKey()
             | "SearchShards" >> beam.ParDo(ShardSearchFn(model_uri, search))
-            | "GroupShards" >> beam.GroupByKey()
+        )
+        users = batches | "KeyedForMerge" >> beam.Map(keyed_for_merge)
+        outputs = (
+            (users, shard_lists)
+            | "FlattenForMerge" >> beam.Flatten()
+            | "GroupShardLists" >> beam.GroupByKey()
             | "MergeShards"
             >> beam.ParDo(MergeShardsFn(model_uri, search)).with_outputs(
                 USER_VECTORS, main="recalls"
