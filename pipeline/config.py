@@ -161,6 +161,7 @@ def _positive_int(section: Section, *names: str) -> None:
 Encoder = Literal[options.ENCODERS]  # type: ignore[valid-type]
 Loss = Literal[options.LOSS_CHOICES]  # type: ignore[valid-type]
 Sampler = Literal[options.SAMPLERS]  # type: ignore[valid-type]
+Optimizer = Literal[options.OPTIMIZERS]  # type: ignore[valid-type]
 Objective = Literal[options.OBJECTIVES]  # type: ignore[valid-type]
 Auto = Literal[options.AUTO]  # type: ignore[valid-type]
 TimestampUnit = Literal["auto", "s", "ms", "us"]
@@ -298,6 +299,13 @@ class TrainerConfig(Section):
     # Stop after the evaluation that passes this many seconds of training (null = no limit).
     max_train_seconds: float | None = None
     learning_rate: float = 0.003
+    # "lazy_adam" (slots and rows of the touched items only; a step costs O(batch)) or "adam"
+    # (tf.compat.v1's: every step decays both slots and moves every row of a sparse table,
+    # touched or not, so a step costs O(items x dim): 381 ms at 424k items against 5 ms). They
+    # differ only where a table's gradient is sparse: the item table under a sampled loss, an
+    # untied input table. On the 100k-event scale log (sampled softmax) HR@50 0.5879 against
+    # 0.5896, NDCG@10 0.1724 against 0.1699.
+    optimizer: Optimizer = "lazy_adam"
     # Decay the learning rate linearly to learning_rate * lr_decay_floor over `epochs`.
     lr_decay: bool = False
     lr_decay_floor: float = 0.1

@@ -102,6 +102,7 @@ def build_params(
             seed=config.seed,
         ),
         "learning_rate": config.learning_rate,
+        "optimizer": config.optimizer,
         "l2": config.l2,
         "user_embedding": config.user_embedding,
         "user_embedding_dim": config.user_embedding_dim,

@@ -165,6 +165,59 @@ def holdout_hits(
     return tf.logical_and(in_top, labels < vocab_size)
 
 
+class LazyAdamOptimizer(tf.compat.v1.train.AdamOptimizer):
+    """Adam that, for a sparse gradient, updates the slots and the variable on the touched rows
+    only (as TF 1's contrib `LazyAdamOptimizer`). tf.compat.v1's Adam decays both slots over the
+    whole table on every step, which at 424k items made a step 10 times dearer than at 79k.
+    Dense gradients are Adam's own. Duplicate indices are summed by the base class first."""
+
+    def _apply_sparse_shared(self, grad, var, indices, scatter_update):
+        beta1_power, beta2_power = self._get_beta_accumulators()
+        dtype = var.dtype.base_dtype
+        beta1_power = tf.cast(beta1_power, dtype)
+        beta2_power = tf.cast(beta2_power, dtype)
+        lr_t = tf.cast(self._lr_t, dtype)
+        beta1_t = tf.cast(self._beta1_t, dtype)
+        beta2_t = tf.cast(self._beta2_t, dtype)
+        epsilon_t = tf.cast(self._epsilon_t, dtype)
+        lr = lr_t * tf.sqrt(1 - beta2_power) / (1 - beta1_power)
+        m = self.get_slot(var, "m")
+        v = self.get_slot(var, "v")
+        m_rows = beta1_t * tf.gather(m, indices) + (1 - beta1_t) * grad
+        v_rows = beta2_t * tf.gather(v, indices) + (1 - beta2_t) * tf.square(grad)
+        m_t = scatter_update(m, indices, m_rows)
+        v_t = scatter_update(v, indices, v_rows)
+        with tf.control_dependencies([m_t, v_t]):
+            step = lr * m_rows / (tf.sqrt(v_rows) + epsilon_t)
+            var_update = scatter_update(var, indices, tf.gather(var, indices) - step)
+        return tf.group(var_update, m_t, v_t)
+
+    def _apply_sparse(self, grad, var):
+        return self._apply_sparse_shared(
+            grad.values,
+            var,
+            grad.indices,
+            lambda x, i, v: tf.compat.v1.scatter_update(x, i, v, use_locking=self._use_locking),
+        )
+
+    def _resource_apply_sparse(self, grad, var, indices):
+        return self._apply_sparse_shared(grad, var, indices, _resource_scatter_update)
+
+
+def _resource_scatter_update(x, i, v):
+    with tf.control_dependencies([x.scatter_update(tf.IndexedSlices(v, i))]):
+        return x.value()
+
+
+def make_optimizer(name: str, lr):
+    """The trainer's optimizer by its config name (`options.OPTIMIZERS`)."""
+    if name == "lazy_adam":
+        return LazyAdamOptimizer(lr, beta2=0.98)
+    if name == "adam":
+        return tf.compat.v1.train.AdamOptimizer(lr, beta2=0.98)
+    raise ValueError(f"trainer.optimizer must be one of {options.OPTIMIZERS}, got {name!r}")
+
+
 def model_fn(features, labels, mode, params):
     """Estimator model_fn.
 
@@ -258,7 +311,7 @@ def model_fn(features, labels, mode, params):
     loss = tf.reduce_mean(per_row)
     if params["l2"] > 0:
         loss += params["l2"] * (tf.nn.l2_loss(item_embeddings) + tf.nn.l2_loss(kernel))
-    optimizer = tf.compat.v1.train.AdamOptimizer(learning_rate(params), beta2=0.98)
+    optimizer = make_optimizer(params["optimizer"], learning_rate(params))
     update_ops = tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.UPDATE_OPS)
     with tf.control_dependencies(update_ops):
         train_op = optimizer.minimize(loss, global_step=tf.compat.v1.train.get_global_step())

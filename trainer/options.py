@@ -19,6 +19,8 @@ LOSS_CHOICES = (AUTO_LOSS, *LOSSES)
 
 # Negative samplers of sampled_softmax and nce.
 SAMPLERS = ("unigram", "log_uniform")
+# "lazy_adam" updates Adam's slots only on the rows a sparse gradient touches.
+OPTIMIZERS = ("adam", "lazy_adam")
 
 # What a training example teaches.
 # per_position: every history slot predicts the next item (one example is a sequence piece of up
