@@ -303,8 +303,8 @@ class TrainerConfig(Section):
     # (tf.compat.v1's: every step decays both slots and moves every row of a sparse table,
     # touched or not, so a step costs O(items x dim): 381 ms at 424k items against 5 ms). They
     # differ wherever a table's gradient reaches Adam as sparse rows (the default full-softmax
-    # synthetic week too: HR@50 0.4432 -> 0.4453). On the 100k-event scale log (sampled softmax) HR@50 0.5879 against
-    # 0.5896, NDCG@10 0.1724 against 0.1699.
+    # synthetic week too: HR@50 0.4432 -> 0.4453). On the 100k-event scale log (sampled
+    # softmax) HR@50 0.5879 against 0.5896, NDCG@10 0.1724 against 0.1699.
     optimizer: Optimizer = "lazy_adam"
     # Decay the learning rate linearly to learning_rate * lr_decay_floor over `epochs`.
     lr_decay: bool = False
