@@ -192,9 +192,13 @@ class IngestConfig(Section):
     # (below 1e11 seconds, below 1e14 milliseconds, below 1e17 microseconds); the summary counts
     # the units found. ISO 8601 strings are read as such whatever this says.
     timestamp_unit: TimestampUnit = "auto"
+    # One large file is read by several workers in parts of about this many bytes (plain CSV:
+    # at lines that certainly start a record; Parquet: between row groups). Line and row
+    # numbers stay the whole file's. Gzipped CSV and TFRecord files are read whole.
+    split_bytes: int = 64 * 2**20
 
     def check(self) -> None:
-        _positive_int(self, "max_id_bytes")
+        _positive_int(self, "max_id_bytes", "split_bytes")
         _require(
             0 <= self.max_bad_fraction <= 1,
             self.key("max_bad_fraction"),

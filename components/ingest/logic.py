@@ -61,6 +61,7 @@ def ingest_clicks(
         result = (
             pipeline
             | "ListInputFiles" >> beam.Create(files)
+            | "PlanSplits" >> beam.FlatMap(sources.plan_splits, config.split_bytes)
             | "Reshuffle" >> beam.Reshuffle()
             | "IngestClicks"
             >> rows.IngestClicks(

@@ -258,11 +258,12 @@ def quarantine_record(record: dict, reason: str, field: str | None, detail: str)
 
 
 class ReadAndValidateFn(beam.DoFn):
-    """Reads one input file and tags each record valid, quarantined or blank, with counters.
+    """Reads one part of an input file (`sources.FileSplit`) and tags each record valid,
+    quarantined or blank, with counters.
 
-    Besides the records it yields one FILE_TALLY per file: its physical lines by fate (valid,
-    quarantined, blank, header), the units its timestamps were read in, and the error that broke
-    the file off, if one did.
+    Besides the records it yields one FILE_TALLY per part: its physical lines by fate (valid,
+    quarantined, blank), the units its timestamps were read in, and the error that broke the file
+    off, if one did. `summarize` adds up the parts of a file.
     """
 
     def __init__(
@@ -289,9 +290,12 @@ class ReadAndValidateFn(beam.DoFn):
             return False
         return True
 
-    def process(self, input_file: sources.InputFile):
+    def process(self, source: sources.FileSplit | sources.InputFile):
+        split = sources.as_split(source)
+        path = split.file.path
         tally = {
-            "path": input_file.path,
+            "path": path,
+            "first_row": split.first_row,
             "lines_valid": 0,
             "lines_quarantined": 0,
             "blank_lines": 0,
@@ -300,13 +304,13 @@ class ReadAndValidateFn(beam.DoFn):
             "timestamp_units": collections.Counter(),
             "error": None,
         }
-        for record in sources.read_file(input_file, self._row_ok):
+        for record in sources.read_file(split, self._row_ok):
             if "file_error" in record:
                 tally["error"] = record["file_error"]
                 break
             if record.get("blank"):
                 tally["blank_lines"] += record["lines"]
-                yield beam.pvalue.TaggedOutput(BLANK, input_file.path)
+                yield beam.pvalue.TaggedOutput(BLANK, path)
                 continue
             self._read.inc()
             try:
@@ -338,7 +342,7 @@ class ReadAndValidateFn(beam.DoFn):
                 # Before the training window: kept as history (histories, visited items,
                 # serving), never a training target.
                 tally["rows_before_window"] += 1
-            yield beam.pvalue.TaggedOutput(VALID, (input_file.path, click))
+            yield beam.pvalue.TaggedOutput(VALID, (path, click))
         tally["timestamp_units"] = dict(tally["timestamp_units"])
         yield beam.pvalue.TaggedOutput(FILE_TALLY, tally)
 
@@ -445,6 +449,36 @@ def _source_of(record):
     return record["source_file"]
 
 
+_LINE_COUNTS = ("lines_valid", "lines_quarantined", "blank_lines")
+_ROW_COUNTS = ("rows_out_of_window", "rows_before_window")
+
+
+def merge_tallies(tallies: list[dict]) -> dict[str, dict]:
+    """{path: the file's tally}, adding up the tallies of its parts; the file's error is the
+    first in line order."""
+    merged: dict[str, dict] = {}
+    for tally in sorted(tallies, key=_tally_order):
+        into = merged.get(tally["path"])
+        if into is None:
+            into = merged[tally["path"]] = {
+                "path": tally["path"],
+                **{key: 0 for key in _LINE_COUNTS + _ROW_COUNTS},
+                "timestamp_units": collections.Counter(),
+                "error": None,
+            }
+        for key in _LINE_COUNTS + _ROW_COUNTS:
+            into[key] += tally.get(key, 0)
+        into["timestamp_units"].update(tally["timestamp_units"])
+        into["error"] = into["error"] or tally["error"]
+    for tally in merged.values():
+        tally["timestamp_units"] = dict(tally["timestamp_units"])
+    return merged
+
+
+def _tally_order(tally: dict) -> tuple[str, int]:
+    return tally["path"], tally.get("first_row", 1)
+
+
 def summarize(
     files: list[sources.InputFile],
     valid_per_file: dict,
@@ -463,7 +497,8 @@ def summarize(
     lines of quarantined rows + blank lines (a CSV row with quoted line breaks takes several);
     with each file's header lines, they are every line of the input.
     """
-    tallies = {t["path"]: t for t in file_tallies}
+    tallies = merge_tallies(file_tallies)
+    file_tallies = list(tallies.values())
     out_of_window = {t["path"]: t["rows_out_of_window"] for t in file_tallies}
     rows_out_of_window = sum(out_of_window.values())
     rows_valid = sum(valid_per_file.values()) + rows_out_of_window
@@ -471,10 +506,7 @@ def summarize(
     units: collections.Counter = collections.Counter()
     for tally in file_tallies:
         units.update(tally["timestamp_units"])
-    lines = {
-        key: sum(t[key] for t in file_tallies)
-        for key in ("lines_valid", "lines_quarantined", "blank_lines")
-    }
+    lines = {key: sum(t[key] for t in file_tallies) for key in _LINE_COUNTS}
     return {
         "rows_read": rows_valid + rows_quarantined,
         "rows_valid": rows_valid,
@@ -496,9 +528,7 @@ def summarize(
                 "rows_read": valid_per_file.get(f.path, 0)
                 + quarantined_per_file.get(f.path, 0)
                 + out_of_window.get(f.path, 0),
-                "lines_read": sum(
-                    tallies[f.path][k] for k in ("lines_valid", "lines_quarantined", "blank_lines")
-                )
+                "lines_read": sum(tallies[f.path][k] for k in _LINE_COUNTS)
                 if f.path in tallies
                 else 0,
             }
