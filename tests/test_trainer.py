@@ -248,6 +248,48 @@ def test_canonical_copy_orders_examples_whatever_the_input_order(tmp_path):
     assert outputs[0] == sorted(outputs[0])
 
 
+def test_canonical_copy_samples_the_same_users_whatever_the_input_order(tmp_path):
+    from offline_recall.trainer import inputs
+
+    examples = [
+        tf.train.Example(
+            features=tf.train.Features(
+                feature={"a": tf.train.Feature(int64_list=tf.train.Int64List(value=[i]))}
+            )
+        ).SerializeToString()
+        for i in range(500)
+    ]
+    kept = []
+    for name, order in (("fwd", examples), ("rev", examples[::-1])):
+        source = str(tmp_path / f"{name}-in.gz")
+        with tf.io.TFRecordWriter(source, options="GZIP") as writer:
+            for record in order:
+                writer.write(record)
+        (copy,) = inputs.canonical_copy([source], str(tmp_path / f"{name}.gz"), ["a"], 100)
+        records = [r.numpy() for r in tf.data.TFRecordDataset(copy, compression_type="GZIP")]
+        kept.append(records)
+    assert kept[0] == kept[1] and len(kept[0]) == 100 and kept[0] == sorted(kept[0])
+    values = [
+        tf.train.Example.FromString(r).features.feature["a"].int64_list.value[0] for r in kept[0]
+    ]
+    # A sample across the whole range, not its first or last hundred.
+    assert min(values) < 50 and max(values) > 450 and 150 < np.mean(values) < 350
+    (whole,) = inputs.canonical_copy([source], str(tmp_path / "all.gz"), ["a"], 500)
+    assert sum(1 for _ in tf.data.TFRecordDataset(whole, compression_type="GZIP")) == 500
+
+
+def test_eval_batches_shrink_with_the_catalog():
+    from offline_recall.trainer import inputs
+
+    assert inputs.eval_batch_size(1_682) == inputs.EVAL_BATCH_SIZE
+    assert inputs.eval_batch_size(424_028) == 79
+    assert inputs.eval_batch_size(10**9) == 1
+    for classes in (1_682, 40_000, 424_028, 5_000_000):
+        assert inputs.eval_batch_size(classes) * classes <= max(
+            inputs.EVAL_SCORES_PER_BATCH, classes
+        )
+
+
 def test_history_mask_marks_history_items():
     history = tf.constant([[0, 2, PAD], [PAD, PAD, PAD]], tf.int64)
     got = model_lib.history_mask(history, 4).numpy()

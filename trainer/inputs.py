@@ -7,6 +7,7 @@ options ask for them, `user_idx`, `history_age` / `label_age`; eval examples als
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import tensorflow as tf
@@ -41,7 +42,13 @@ def model_features(feature_spec: dict) -> list[str]:
     return [k for k in PADDING if k in feature_spec]
 
 
-def canonical_copy(patterns: list[str], path: str, keep: list[str]) -> list[str]:
+def _record_hash(record: bytes) -> bytes:
+    return hashlib.blake2b(record, digest_size=8).digest()
+
+
+def canonical_copy(
+    patterns: list[str], path: str, keep: list[str], max_records: int | None = None
+) -> list[str]:
     """Writes the examples of `patterns` in a canonical order into one GZIP file; returns [path].
 
     Beam writes a split's records in no fixed order, and a seeded shuffle of differently ordered
@@ -54,6 +61,8 @@ def canonical_copy(patterns: list[str], path: str, keep: list[str]) -> list[str]
         patterns: globs of the split's GZIP TFRecord files.
         path: the file to write.
         keep: the features the copy keeps (what its reader parses); the rest are dropped.
+        max_records: keep at most this many examples (None = all): those of the smallest hash of
+            their canonical bytes, a uniform sample that is the same in every run.
     """
     wanted = set(keep)
     records = []
@@ -63,6 +72,8 @@ def canonical_copy(patterns: list[str], path: str, keep: list[str]) -> list[str]
             if name not in wanted:
                 del example.features.feature[name]
         records.append(example.SerializeToString(deterministic=True))
+    if max_records is not None and len(records) > max_records:
+        records = sorted(records, key=_record_hash)[:max_records]
     records.sort()
     tf.io.gfile.makedirs(os.path.dirname(path))
     with tf.io.TFRecordWriter(path, options="GZIP") as writer:
@@ -157,14 +168,25 @@ def train_input_fn(files, feature_spec, batch_size, epochs, seed, max_history):
 
 
 EVAL_BATCH_SIZE = 1024
+# The holdout evaluation scores every catalog item for each user of a batch, and holds several
+# [batch, num_classes] tensors at once (logits, the visited mask, the ranked scores, the softmax):
+# the batch shrinks as the catalog grows, so that each stays near this many elements (128 MiB of
+# float32). 1024 users a batch up to 32k classes; 79 at 424k.
+EVAL_SCORES_PER_BATCH = 2**25
 
 
-def eval_input_fn(files, feature_spec):
+def eval_batch_size(num_classes: int) -> int:
+    """Holdout users scored together: EVAL_BATCH_SIZE, fewer for a large catalog."""
+    return max(1, min(EVAL_BATCH_SIZE, EVAL_SCORES_PER_BATCH // max(1, num_classes)))
+
+
+def eval_input_fn(files, feature_spec, num_classes: int):
     """Returns the holdout input_fn, one pass in file order: histories come as a SparseTensor,
-    with `visited_idx` (SparseTensor) when the examples carry it."""
+    with `visited_idx` (SparseTensor) when the examples carry it; `eval_batch_size` users a
+    batch."""
 
     def fn():
-        ds = _dataset(files).batch(EVAL_BATCH_SIZE)
+        ds = _dataset(files).batch(eval_batch_size(num_classes))
         ds = ds.map(lambda s: tf.io.parse_example(s, feature_spec))
         return ds.map(_split_label(feature_spec)).prefetch(2)
 

@@ -49,8 +49,12 @@ class _Setup:
 
         return make
 
-    def copy_split(self, patterns: list[str], name: str, keep: list[str]) -> list[str]:
-        return inputs.canonical_copy(patterns, os.path.join(self.data_dir, f"{name}.gz"), keep)
+    def copy_split(
+        self, patterns: list[str], name: str, keep: list[str], max_records: int | None = None
+    ) -> list[str]:
+        return inputs.canonical_copy(
+            patterns, os.path.join(self.data_dir, f"{name}.gz"), keep, max_records
+        )
 
     def batches_per_epoch(self, files: list[str]) -> int:
         return -(-inputs.count_records(files) // self.config.batch_size)
@@ -129,21 +133,28 @@ def run_fn(fn_args) -> None:
     setup = _setup(fn_args)
     config, spec = setup.config, setup.feature_spec
     train_files = setup.copy_split(fn_args.train_files, "train", inputs.train_features(spec))
-    eval_files = setup.copy_split(fn_args.eval_files, "eval", inputs.eval_features(spec))
+    # Early stopping compares checkpoints on the same users; a sample of them tells as well as
+    # all, and scoring each costs O(catalog).
+    eval_files = setup.copy_split(
+        fn_args.eval_files, "eval", inputs.eval_features(spec), config.eval_max_users
+    )
     positions = inputs.count_positions(train_files, spec, config.objective)
     max_epochs = hparams.choose_epochs(config, positions)
     model_params = hparams.with_lr_decay(
         setup.model_params, config, max_epochs, setup.batches_per_epoch(train_files)
     )
     # No user may have enough events for a holdout; then there is nothing to stop on.
-    has_holdout = inputs.count_records(eval_files) > 0
+    holdout_users = inputs.count_records(eval_files)
+    has_holdout = holdout_users > 0
     warm, warm_facts = setup.warm_start_from_previous(fn_args.base_model)
     logging.info("trainer: warm start %s", warm_facts)
     result = training.fit(
         fn_args.model_run_dir,
         model_params,
         setup.train_input(train_files),
-        inputs.eval_input_fn(eval_files, spec) if has_holdout else None,
+        inputs.eval_input_fn(eval_files, spec, setup.model_params["num_classes"])
+        if has_holdout
+        else None,
         seed=config.seed,
         max_epochs=max_epochs,
         eval_every_epochs=(
@@ -168,6 +179,7 @@ def run_fn(fn_args) -> None:
             "best_epochs": result.best_epochs,
             "train_seconds": round(result.seconds, 2),
             "eval_loss": result.eval_loss,
+            "eval_users": holdout_users,
             "eval_history": result.history,
             "warm_start": warm_facts,
             "params": hparams.printable(model_params),
