@@ -6,6 +6,7 @@ Imports without TFX so that the pure logic beside each component stays testable 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import signal
@@ -55,11 +56,60 @@ def parquet_files(folder: str) -> list[str]:
     return sorted(tf.io.gfile.glob(os.path.join(folder, f"*{PARQUET_SUFFIX}")))
 
 
+class GFileRaw(io.RawIOBase):
+    """A tf.io.gfile file as a raw binary stream, so io, gzip and pyarrow read and write gs://,
+    s3:// and ram:// as they do local files (a GFile lacks the `closed` they check)."""
+
+    def __init__(self, path: str, mode: str = "rb"):
+        super().__init__()
+        if mode not in ("rb", "wb"):
+            raise ValueError(f"mode must be 'rb' or 'wb', got {mode!r}")
+        self._mode = mode
+        self._file = tf.io.gfile.GFile(path, mode)
+
+    def readable(self) -> bool:
+        return self._mode == "rb"
+
+    def writable(self) -> bool:
+        return self._mode == "wb"
+
+    def seekable(self) -> bool:
+        return self._mode == "rb"
+
+    def readinto(self, buffer) -> int:
+        data = self._file.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def write(self, data) -> int:
+        self._file.write(bytes(data))
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self._file.seek(offset, whence)
+        return self._file.tell()
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def close(self) -> None:
+        if not self.closed:
+            self._file.close()
+        super().close()
+
+
+def open_parquet(path: str) -> pq.ParquetFile:
+    """A Parquet file on any filesystem TF knows, read lazily: the footer first, then only the
+    column chunks asked for."""
+    if "://" not in path:
+        return pq.ParquetFile(path)
+    return pq.ParquetFile(pa.PythonFile(io.BufferedReader(GFileRaw(path)), mode="r"))
+
+
 def read_parquet(path: str, columns: list[str] | None = None) -> pa.Table:
-    """Reads a Parquet file on any filesystem TF knows (gs://, s3://, ram://, local)."""
-    # pyarrow takes no GFile; the file is read whole, as pq.read_table would anyway.
-    with tf.io.gfile.GFile(path, "rb") as f:
-        return pq.read_table(pa.BufferReader(f.read()), columns=columns)
+    """Reads a Parquet file (only `columns`, in that order) on any filesystem TF knows."""
+    table = open_parquet(path).read(columns=columns)
+    return table.select(columns) if columns else table
 
 
 def write_parquet(table: pa.Table, path: str) -> None:
@@ -68,6 +118,27 @@ def write_parquet(table: pa.Table, path: str) -> None:
     pq.write_table(table, buffer)
     with tf.io.gfile.GFile(path, "wb") as f:
         f.write(buffer.getvalue().to_pybytes())
+
+
+PARQUET_COPY_ROWS = 65536
+
+
+def copy_parquet_columns(src: str, dst: str, columns: list[str]) -> int:
+    """Rewrites a Parquet file keeping `columns` (in that order), `PARQUET_COPY_ROWS` rows at a
+    time, so memory stays one batch however large the file; returns the row count. Row groups
+    of the copy hold at most that many rows."""
+    source = open_parquet(src)
+    missing = [c for c in columns if c not in source.schema_arrow.names]
+    if missing:
+        raise ValueError(f"{src} has no column {missing[0]!r} (it has {source.schema_arrow.names})")
+    schema = pa.schema([source.schema_arrow.field(c) for c in columns])
+    rows = 0
+    with pa.PythonFile(GFileRaw(dst, "wb"), mode="w") as sink, pq.ParquetWriter(sink, schema) as w:
+        for batch in source.iter_batches(batch_size=PARQUET_COPY_ROWS, columns=columns):
+            table = pa.Table.from_batches([batch]).select(columns)
+            w.write_table(table, row_group_size=PARQUET_COPY_ROWS)
+            rows += table.num_rows
+    return rows
 
 
 def copy_tree(src: str, dst: str) -> None:

@@ -188,3 +188,27 @@ def test_prune_orders_releases_by_date_not_by_when_they_ran(tmp_path):
     for tag, day in [("r2", "2024-01-02"), ("r3", "2024-01-03"), ("r4", "2024-01-04")]:
         _publish(out, str(tmp_path), tag, run_date=day, keep_releases=1)
     assert sorted(os.listdir(tmp_path / "out" / "releases")) == ["r1", "r4"]
+
+
+@pytest.mark.parametrize("root", ["local", "ram"])
+def test_copying_a_table_streams_it_in_bounded_row_groups(tmp_path, root):
+    base = str(tmp_path) if root == "local" else f"ram://copy-{uuid.uuid4().hex}"
+    rows = common.PARQUET_COPY_ROWS + 1234
+    rng = np.random.default_rng(7)
+    table = pa.table(
+        {
+            "extra": np.arange(rows),
+            "scores": [rng.random(3).astype(np.float32).tolist() for _ in range(rows)],
+            "user_id": [f"u{i}" for i in range(rows)],
+        }
+    )
+    src, dst = os.path.join(base, "src.parquet"), os.path.join(base, "dst.parquet")
+    common.write_parquet(table, src)
+    assert common.copy_parquet_columns(src, dst, ["user_id", "scores"]) == rows
+    copied = common.open_parquet(dst)
+    assert copied.schema_arrow.names == ["user_id", "scores"]
+    assert copied.num_row_groups == 2
+    assert max(copied.metadata.row_group(g).num_rows for g in range(2)) == common.PARQUET_COPY_ROWS
+    assert copied.read().equals(table.select(["user_id", "scores"]))
+    with pytest.raises(ValueError, match="has no column 'item_ids'"):
+        common.copy_parquet_columns(src, dst, ["user_id", "item_ids"])

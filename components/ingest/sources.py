@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import tensorflow as tf
 
+from offline_recall.components import common
 from offline_recall.components.errors import IngestError
 from offline_recall.trainer import features as F
 
@@ -212,54 +212,17 @@ def _window(day: datetime.date | None, window_days: int | None) -> Window:
     return Window(day.isoformat(), first.isoformat() if first else None)
 
 
-class _GFileRaw(io.RawIOBase):
-    """A tf.io.gfile file as a raw binary stream, so io, gzip and pyarrow read gs://, s3://."""
-
-    def __init__(self, path: str):
-        super().__init__()
-        self._file = tf.io.gfile.GFile(path, "rb")
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        data = self._file.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        self._file.seek(offset, whence)
-        return self._file.tell()
-
-    def tell(self) -> int:
-        return self._file.tell()
-
-    def close(self) -> None:
-        if not self.closed:
-            self._file.close()
-        super().close()
-
-
 def _open_file(path: str):
     """A binary file: the local one as the OS opens it (its errors name the cause), anything
     else through tf.io.gfile."""
     if "://" not in path:
         return open(path, "rb")  # noqa: SIM115 - closed by the caller's with-block
-    return io.BufferedReader(_GFileRaw(path))
+    return io.BufferedReader(common.GFileRaw(path))
 
 
 def _open_binary(path: str):
     raw = _open_file(path)
     return gzip.GzipFile(fileobj=raw) if path.lower().endswith(".gz") else raw
-
-
-def _parquet(path: str) -> pq.ParquetFile:
-    if "://" not in path:
-        return pq.ParquetFile(path)
-    return pq.ParquetFile(pa.PythonFile(_open_file(path), mode="r"))
 
 
 def _csv_text(path: str) -> io.TextIOWrapper:
@@ -323,7 +286,7 @@ def preflight_file(f: InputFile) -> bool:
                 return any(line.strip() for line in text)
         if f.format == PARQUET:
             try:
-                parquet = _parquet(f.path)
+                parquet = common.open_parquet(f.path)
             except Exception as e:  # noqa: BLE001 - pyarrow raises several types for bad files
                 raise IngestError(f"{f.path}: not a Parquet file: {e}") from e
             check_header(f.path, parquet.schema_arrow.names)
@@ -498,7 +461,7 @@ def plan_splits(f: InputFile, split_bytes: int) -> list[FileSplit]:
         split_bytes: about how many bytes one part holds.
     """
     if f.format == PARQUET:
-        metadata = _parquet(f.path).metadata
+        metadata = common.open_parquet(f.path).metadata
         splits, start, first_row, size, row = [], 0, 1, 0, 1
         for group in range(metadata.num_row_groups):
             if size >= split_bytes:
@@ -616,7 +579,7 @@ def read_parquet(f: InputFile | FileSplit, row_ok=None) -> Iterator[dict]:
     del row_ok  # one row is one record: nothing to recover
     split = as_split(f)
     f = split.file
-    parquet = _parquet(f.path)
+    parquet = common.open_parquet(f.path)
     stop = parquet.metadata.num_row_groups if split.stop is None else split.stop
     row_number = split.first_row - 1
     for batch in parquet.iter_batches(batch_size=65536, row_groups=list(range(split.start, stop))):

@@ -19,7 +19,6 @@ import json
 import os
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import tensorflow as tf
 
 from offline_recall.components import common, releases
@@ -40,9 +39,8 @@ def copy_parquet(src_files: list[str], dst_dir: str, columns: tuple[str, ...]) -
     tf.io.gfile.makedirs(dst_dir)
     rows = 0
     for i, src in enumerate(sorted(src_files)):
-        table = common.read_parquet(src, list(columns))
-        rows += table.num_rows
-        common.write_parquet(table, os.path.join(dst_dir, f"part-{i:05d}{C.PARQUET_SUFFIX}"))
+        dst = os.path.join(dst_dir, f"part-{i:05d}{C.PARQUET_SUFFIX}")
+        rows += common.copy_parquet_columns(src, dst, list(columns))
     return rows
 
 
@@ -57,8 +55,7 @@ def describe_files(folder: str) -> dict[str, dict]:
                 continue
             entry = {"bytes": tf.io.gfile.stat(path).length, "sha256": common.sha256_of(path)}
             if name.endswith(C.PARQUET_SUFFIX):
-                with tf.io.gfile.GFile(path, "rb") as f:
-                    entry["rows"] = pq.ParquetFile(pa.BufferReader(f.read())).metadata.num_rows
+                entry["rows"] = common.open_parquet(path).metadata.num_rows
             files[relative] = entry
     return dict(sorted(files.items()))
 
