@@ -108,7 +108,8 @@ def open_parquet(path: str) -> pq.ParquetFile:
 
 def read_parquet(path: str, columns: list[str] | None = None) -> pa.Table:
     """Reads a Parquet file (only `columns`, in that order) on any filesystem TF knows."""
-    table = open_parquet(path).read(columns=columns)
+    with open_parquet(path) as f:
+        table = f.read(columns=columns)
     return table.select(columns) if columns else table
 
 
@@ -127,17 +128,20 @@ def copy_parquet_columns(src: str, dst: str, columns: list[str]) -> int:
     """Rewrites a Parquet file keeping `columns` (in that order), `PARQUET_COPY_ROWS` rows at a
     time, so memory stays one batch however large the file; returns the row count. Row groups
     of the copy hold at most that many rows."""
-    source = open_parquet(src)
-    missing = [c for c in columns if c not in source.schema_arrow.names]
-    if missing:
-        raise ValueError(f"{src} has no column {missing[0]!r} (it has {source.schema_arrow.names})")
-    schema = pa.schema([source.schema_arrow.field(c) for c in columns])
     rows = 0
-    with pa.PythonFile(GFileRaw(dst, "wb"), mode="w") as sink, pq.ParquetWriter(sink, schema) as w:
-        for batch in source.iter_batches(batch_size=PARQUET_COPY_ROWS, columns=columns):
-            table = pa.Table.from_batches([batch]).select(columns)
-            w.write_table(table, row_group_size=PARQUET_COPY_ROWS)
-            rows += table.num_rows
+    with open_parquet(src) as source:
+        names = source.schema_arrow.names
+        if missing := [c for c in columns if c not in names]:
+            raise ValueError(f"{src} has no column {missing[0]!r} (it has {names})")
+        schema = pa.schema([source.schema_arrow.field(c) for c in columns])
+        with (
+            pa.PythonFile(GFileRaw(dst, "wb"), mode="w") as sink,
+            pq.ParquetWriter(sink, schema) as writer,
+        ):
+            for batch in source.iter_batches(batch_size=PARQUET_COPY_ROWS, columns=columns):
+                table = pa.Table.from_batches([batch]).select(columns)
+                writer.write_table(table, row_group_size=PARQUET_COPY_ROWS)
+                rows += table.num_rows
     return rows
 
 

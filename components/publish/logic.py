@@ -55,7 +55,8 @@ def describe_files(folder: str) -> dict[str, dict]:
                 continue
             entry = {"bytes": tf.io.gfile.stat(path).length, "sha256": common.sha256_of(path)}
             if name.endswith(C.PARQUET_SUFFIX):
-                entry["rows"] = common.open_parquet(path).metadata.num_rows
+                with common.open_parquet(path) as table:
+                    entry["rows"] = table.metadata.num_rows
             files[relative] = entry
     return dict(sorted(files.items()))
 
