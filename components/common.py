@@ -56,6 +56,11 @@ def parquet_files(folder: str) -> list[str]:
     return sorted(tf.io.gfile.glob(os.path.join(folder, f"*{PARQUET_SUFFIX}")))
 
 
+def is_local(path: str) -> bool:
+    """True for a path on this machine's disk, False for a URI (gs://, s3://, ram://)."""
+    return "://" not in path
+
+
 class GFileRaw(io.RawIOBase):
     """A tf.io.gfile file as a raw binary stream, so io, gzip and pyarrow read and write gs://,
     s3:// and ram:// as they do local files (a GFile lacks the `closed` they check)."""
@@ -101,7 +106,7 @@ class GFileRaw(io.RawIOBase):
 def open_parquet(path: str) -> pq.ParquetFile:
     """A Parquet file on any filesystem TF knows, read lazily: the footer first, then only the
     column chunks asked for."""
-    if "://" not in path:
+    if is_local(path):
         return pq.ParquetFile(path)
     return pq.ParquetFile(pa.PythonFile(io.BufferedReader(GFileRaw(path)), mode="r"))
 

@@ -215,7 +215,7 @@ def _window(day: datetime.date | None, window_days: int | None) -> Window:
 def _open_file(path: str):
     """A binary file: the local one as the OS opens it (its errors name the cause), anything
     else through tf.io.gfile."""
-    if "://" not in path:
+    if common.is_local(path):
         return open(path, "rb")  # noqa: SIM115 - closed by the caller's with-block
     return io.BufferedReader(common.GFileRaw(path))
 

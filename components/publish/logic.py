@@ -115,10 +115,6 @@ def span_facts(ingest: dict) -> dict:
     }
 
 
-def _is_local(path: str) -> bool:
-    return "://" not in path
-
-
 def current_release(output_dir: str) -> str | None:
     """Returns the release folder LATEST points to, or None before the first publish."""
     latest = common.read_latest(output_dir)
@@ -127,7 +123,7 @@ def current_release(output_dir: str) -> str | None:
 
 def _check_link(output_dir: str) -> None:
     link = os.path.join(output_dir, C.PUBLISHED_LINK)
-    if _is_local(output_dir) and os.path.lexists(link) and not os.path.islink(link):
+    if common.is_local(output_dir) and os.path.lexists(link) and not os.path.islink(link):
         raise PublishError(
             f"{link} is a real folder, not the symlink publishing switches; move it away first"
         )
@@ -244,7 +240,7 @@ def publish_release(
             },
         )
         common.failpoint("publish:pointed")
-        if _is_local(output_dir):
+        if common.is_local(output_dir):
             _switch_link(output_dir, run_id)
         common.failpoint("publish:switched")
         current = release
@@ -268,7 +264,7 @@ def sync_published_link(output_dir: str) -> bool:
     """Points the local `published` link where LATEST points (a run killed between the two
     leaves them apart); returns whether it moved."""
     latest = common.read_latest(output_dir)
-    if latest is None or not _is_local(output_dir):
+    if latest is None or not common.is_local(output_dir):
         return False
     _check_link(output_dir)
     link = os.path.join(output_dir, C.PUBLISHED_LINK)
@@ -327,7 +323,7 @@ def publish_if_blessed(
         What happened: {published, run_id, and release, pointed, current, replaced, pruned
         (see `publish_release`) or kept + not_blessed_because}.
     """
-    if _is_local(output_dir):
+    if common.is_local(output_dir):
         output_dir = os.path.abspath(output_dir)
     tf.io.gfile.makedirs(output_dir)
     run_id = run_id or housekeeping.new_run_id()

@@ -89,7 +89,7 @@ def run_summary(output_dir: str, input_base: str, stages: StageOutputs) -> dict:
 
 def write_run_report(output_dir: str, input_base: str, stages: StageOutputs) -> dict:
     """Writes OUTPUT/run_summary.json and OUTPUT/report/; returns the summary."""
-    if "://" not in output_dir:
+    if common.is_local(output_dir):
         output_dir = os.path.abspath(output_dir)
     summary = run_summary(output_dir, input_base, stages)
     common.write_json(os.path.join(output_dir, C.RUN_SUMMARY_FILE), summary)

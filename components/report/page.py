@@ -10,6 +10,7 @@ import shutil
 import matplotlib
 import tensorflow as tf
 
+from offline_recall.components.common import is_local
 from offline_recall.components.contracts import REPORT_PAGE
 
 matplotlib.use("Agg")
@@ -207,7 +208,7 @@ td,th{{border:1px solid #ccc;padding:2px 6px;text-align:left;vertical-align:top}
 
 def _write_folder(folder: str, files: dict[str, bytes]) -> None:
     """Replaces `folder` with exactly `files`: locally in one rename, elsewhere file by file."""
-    if "://" in folder:
+    if not is_local(folder):
         tf.io.gfile.makedirs(folder)
         for name, data in files.items():
             with tf.io.gfile.GFile(os.path.join(folder, name), "wb") as f:
