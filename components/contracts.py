@@ -36,6 +36,8 @@ CONFIG_KEY = "custom_config"  # a component's own config section, as JSON
 INPUT_BASE_KEY = "input_base"
 OUTPUT_DIR_KEY = "output_dir"
 SPLIT_KEY = "split"
+# Recall: score only a stable sample of this many users (RecallEval gets evaluate.max_users).
+MAX_USERS_KEY = "max_users"
 OBJECTIVE_KEY = "objective"
 WRITE_REFIT_SPLIT_KEY = "write_refit_split"
 FAIL_ON_ANOMALIES_KEY = "fail_on_anomalies"

@@ -440,7 +440,8 @@ class EvaluateConfig(Section):
     min_ratio_to_popularity: float = 1.0
     # ... and lose no more than this fraction of the last published run's HR@50.
     max_regression: float = 0.10
-    # Output health (on the eval lists, at the blessing K): at least this share of the catalog
+    # Output health (on the sampled eval users' lists, at the blessing K; more users recall more
+    # distinct items, so coverage grows with max_users): at least this share of the catalog
     # recalled for someone ...
     min_coverage_at_50: float = 0.0
     # ... a Gini index of how often items are recalled of at most this (1 = one item for all) ...
@@ -451,8 +452,19 @@ class EvaluateConfig(Section):
     # ... and at most this share of serving-history events on items the model has no vector for
     # (far above the usual few percent: ids changed format, or the vocabulary broke).
     max_serving_oov_rate: float = 0.5
+    # Score at most this many holdout users (null = all): a uniform sample by a hash of the user
+    # id, the same users every day. RecallEval recalls only them (each costs a pass over the
+    # catalog), and every metric above, baselines and health included, is theirs. 50,000 users
+    # put HR@50 within about +-0.0045 (95%); at 5M events RecallEval took 401 s for 660k users.
+    max_users: int | None = 50_000
 
     def check(self) -> None:
+        _require(
+            self.max_users is None or self.max_users >= 1,
+            self.key("max_users"),
+            "must be null or an integer >= 1",
+            self.max_users,
+        )
         for name in (
             "min_coverage_at_50",
             "max_gini_at_50",

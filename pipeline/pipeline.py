@@ -120,6 +120,8 @@ def create_pipeline(
         model=trainer.outputs[C.MODEL_KEY],
         split=F.EVAL_SPLIT,
         config=config.recall,
+        # Scoring a user costs a pass over the catalog: the holdout is a sample, as in training.
+        max_users=config.evaluate.max_users,
     ).with_id("RecallEval")
     evaluate = Evaluate(
         recalls=recall_eval.outputs[C.RECALLS_KEY],

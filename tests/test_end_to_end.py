@@ -23,6 +23,8 @@ pytestmark = pytest.mark.e2e
 
 # The first run must clear this HR@50 floor (and the popularity baseline) to be published.
 MERIT_HR_AT_50 = 0.4
+# Holdout users scored when a test samples them (the small log has about 200).
+EVAL_SAMPLE = 60
 
 
 @pytest.fixture(scope="module")
@@ -243,11 +245,22 @@ def test_mean_mlp_with_extras_and_sampled_loss(clicks, tmp_path, cli, small_conf
             "num_sampled": 20,
             "refit_on_holdout": False,
         },
+        evaluate={"max_users": EVAL_SAMPLE},
     )
     out = tmp_path / "o"
     result = cli("run", "--input", clicks["path"], "--output", str(out), "--config", config)
     assert result.returncode == 0, result.stdout + result.stderr
     summary = json.loads((out / "run_summary.json").read_text())
+    # The holdout is a sample: RecallEval recalls it, and every Evaluate metric is of it.
+    eval_recall, evaluate = summary["recall"]["eval"], summary["evaluate"]
+    assert eval_recall["users"] == EVAL_SAMPLE
+    assert eval_recall["sampled_from_users"] == summary["sequences"]["users_with_holdout"]
+    assert evaluate["model"]["users"] == evaluate["popularity"]["users"] == EVAL_SAMPLE
+    assert sum(d["users"] for d in evaluate["health"]["hr@50_by_popularity_decile"].values()) == (
+        EVAL_SAMPLE
+    )
+    assert summary["recall"]["serving"]["users"] > EVAL_SAMPLE
+    assert "sampled_from_users" not in summary["recall"]["serving"]
     params = summary["trainer"]["params"]
     assert params["user_embedding"] and params["recency_feature"] and params["loss"] == "nce"
     assert "refit" not in summary["trainer"]

@@ -4,15 +4,20 @@ Most tests use small-integer vectors: float32 products of them are exact, so the
 the blocked SGEMM agree bit for bit, and equal scores (ties) are everywhere.
 """
 
+import hashlib
+
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pytest
+import tensorflow as tf
 from apache_beam.testing.util import assert_that, equal_to
 
+from offline_recall.components import common
 from offline_recall.components import contracts as C
 from offline_recall.components.recall import exact, logic
 from offline_recall.trainer import export
+from offline_recall.trainer import features as F
 
 
 def brute_force(items, user, visited, top_n):
@@ -171,9 +176,67 @@ def test_beam_item_shards_give_the_unsharded_rows(tmp_path):
         search = logic.Search(top_n=12, batch_size=10, block_items=16, item_shards=shards)
         with beam.Pipeline() as pipeline:
             out = pipeline | beam.Create(batches()) | logic.SearchBatches(model_uri, search)
-            assert_that(out["recalls"] | beam.Map(key), equal_to(expected))
+            rows = out["recalls"] | "RecallRows" >> beam.FlatMap(logic.table_rows)
+            assert_that(rows | beam.Map(key), equal_to(expected))
             assert_that(
-                out["user_vectors"] | beam.Map(user_of),
+                out["user_vectors"]
+                | "VectorRows" >> beam.FlatMap(logic.table_rows)
+                | beam.Map(user_of),
                 equal_to([f"user {u}" for u in range(30)]),
                 label="UserVectors",
             )
+
+
+def _history(user: str) -> bytes:
+    example = common.make_example({F.USER_ID: [user.encode()], F.VISITED: [b"i1"]})
+    return example.SerializeToString()
+
+
+def _user_of_example(serialized: bytes) -> str:
+    example = tf.train.Example.FromString(serialized)
+    return common.bytes_values(example, F.USER_ID)[0].decode()
+
+
+@pytest.mark.parametrize("max_users", [None, 1, 37, 500])
+def test_sample_users_keeps_the_users_of_smallest_id_hash(max_users):
+    users = [f"user-{i}" for i in range(300)] + ["ünïcode user", ""]
+    by_hash = sorted(users, key=lambda u: hashlib.blake2b(u.encode(), digest_size=8).digest())
+    expected = by_hash if max_users is None else by_hash[:max_users]
+    with beam.Pipeline() as pipeline:
+        examples = pipeline | beam.Create([_history(u) for u in users])
+        sampled = examples | logic.SampleUsers(max_users) | beam.Map(_user_of_example)
+        assert_that(sampled, equal_to(expected))
+
+
+def test_sample_of_no_users_is_empty():
+    with beam.Pipeline() as pipeline:
+        examples = pipeline | beam.Create([]) | beam.Map(bytes)
+        assert_that(examples | logic.SampleUsers(5), equal_to([]))
+
+
+def test_batch_tables_hold_each_users_list_best_first_and_their_vector():
+    batch = logic.UserBatch(
+        key="a",
+        user_ids=["a", "b", "c"],
+        labels=["i2", "", "i0"],
+        vectors=np.arange(9, dtype=np.float32).reshape(3, 3) / 4,
+        visited=[],
+    )
+    index = np.array([[2, 0, 1], [1, -1, -1], [-1, -1, -1]])
+    scores = np.array([[3.5, 2.25, 1.0], [0.5, -np.inf, -np.inf], [-np.inf] * 3], np.float32)
+    recalls, vectors = logic.batch_tables(batch, index, scores, pa.array(["i0", "i1", "i2"]))
+    assert recalls.schema == C.RECALLS_SCHEMA and vectors.schema == C.USER_VECTORS_SCHEMA
+    columns = (C.USER_ID_COLUMN, C.ITEM_IDS_COLUMN, C.SCORES_COLUMN, C.HELD_OUT_COLUMN)
+    assert logic.table_rows(recalls) == [
+        dict(zip(columns, row, strict=True))
+        for row in (
+            ("a", ["i2", "i0", "i1"], [3.5, 2.25, 1.0], "i2"),
+            ("b", ["i1"], [0.5], ""),
+            ("c", [], [], "i0"),
+        )
+    ]
+    assert logic.table_rows(vectors) == [
+        {C.USER_ID_COLUMN: u, C.VECTOR_COLUMN: (np.arange(3) / 4 + 3 * n * 0.25).tolist()}
+        for n, u in enumerate("abc")
+    ]
+    assert sorted(logic.list_lengths(recalls)) == [(0, 1), (1, 1), (3, 1)]

@@ -91,3 +91,14 @@ def test_comparison_and_health_sections_say_what_they_show_or_why_not():
     html = page.health_section(health)
     assert "12.5%" in html and "<td>OOV</td><td>2</td>" in html
     assert page.health_section(None) == "" and page.comparison_section(None) == ""
+
+
+def test_holdout_note_says_when_the_metrics_are_a_sample():
+    every = {"evaluate": {"model": {"users": 200}}, "recall": {"eval": {"users": 200}}}
+    assert "every holdout user: 200" in report.holdout_note(every)
+    sample = {
+        "evaluate": {"model": {"users": 60}},
+        "recall": {"eval": {"users": 60, "sampled_from_users": 200}},
+    }
+    assert "60 of 200 holdout users" in report.holdout_note(sample)
+    assert report.holdout_note({"status": "failed"}) == ""

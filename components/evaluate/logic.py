@@ -327,6 +327,7 @@ def ScoreBaseline(eval_examples, baseline_uri: str, ks: Sequence[int]):  # noqa:
     )
     return (
         recalls["recalls"]
+        | "BaselineRows" >> beam.FlatMap(recall_logic.table_rows)
         | "BaselineUserMetrics" >> beam.Map(recall_row_metrics, ks)
         | "MeanBaselineMetrics" >> beam.CombineGlobally(MeanMetricsFn())
     )
@@ -503,7 +504,11 @@ def evaluate(
         previous = None
     with make_pipeline() as pipeline:
         recalls = pipeline | "ReadRecalls" >> beam.io.ReadFromParquet(recalls_pattern)
-        eval_examples = pipeline | "ReadEvalExamples" >> beam.io.ReadFromTFRecord(eval_pattern)
+        eval_examples = (
+            pipeline
+            | "ReadEvalExamples" >> beam.io.ReadFromTFRecord(eval_pattern)
+            | "SampleEvalUsers" >> recall_logic.SampleUsers(config.max_users)
+        )
         result = recalls | "EvaluateRecalls" >> EvaluateRecalls(eval_examples, model_uri, ks)
         serving_examples = pipeline | "ReadServingExamples" >> beam.io.ReadFromTFRecord(
             serving_pattern

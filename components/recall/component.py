@@ -18,6 +18,7 @@ class RecallSpec(component_spec.ComponentSpec):
     PARAMETERS = {
         C.SPLIT_KEY: component_spec.ExecutionParameter(type=str),
         C.CONFIG_KEY: component_spec.ExecutionParameter(type=str),
+        C.MAX_USERS_KEY: component_spec.ExecutionParameter(type=int, optional=True),
     }
     INPUTS = {
         C.SEQUENCES_KEY: component_spec.ChannelParameter(type=standard_artifacts.Examples),
@@ -33,13 +34,18 @@ class Recall(base_beam_component.BaseBeamComponent):
     SPEC_CLASS = RecallSpec
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
 
-    def __init__(self, sequences, model, split: str, config: RecallConfig):
+    def __init__(
+        self, sequences, model, split: str, config: RecallConfig, max_users: int | None = None
+    ):
+        """Args: ... max_users: recall only a stable sample of this many of the split's users
+        (`logic.SampleUsers`); None = every user, as serving needs."""
         super().__init__(
             spec=RecallSpec(
                 sequences=sequences,
                 model=model,
                 split=split,
                 custom_config=config.to_json(),
+                max_users=max_users,
                 recalls=channel_utils.as_channel([artifacts.Recalls()]),
                 report=channel_utils.as_channel([artifacts.StageReport()]),
             )

@@ -22,4 +22,5 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             common.summary_path(artifact_utils.get_single_uri(output_dict[C.REPORT_KEY])),
             split,
             RecallConfig.from_json(exec_properties[C.CONFIG_KEY]),
+            exec_properties.get(C.MAX_USERS_KEY),
         )

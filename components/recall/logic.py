@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import os
 import zlib
 from collections.abc import Callable, Iterable
 
 import apache_beam as beam
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import tensorflow as tf
 
 from offline_recall.components import common
@@ -110,32 +113,61 @@ class PredictFn(beam.DoFn):
         )
 
 
-def rows_of(batch: UserBatch, index: np.ndarray, scores: np.ndarray, item_ids, counters):
-    """The recall rows and tagged user-vector rows of one searched batch.
+def _list_offsets(lengths: np.ndarray) -> pa.Array:
+    return pa.array(np.concatenate([[0], np.cumsum(lengths)]), pa.int32())
+
+
+def batch_tables(batch: UserBatch, index: np.ndarray, scores: np.ndarray, item_ids: pa.Array):
+    """The recall rows and the user-vector rows of one searched batch, as Arrow tables built from
+    the NumPy results (no Python object per item or per float).
 
     Args:
         batch: the users.
-        index: [batch, top_n] catalog indices, -1 padded; scores: [batch, top_n], best first.
-        item_ids: catalog index -> item id.
-        counters: the (users, users_short) Beam counters.
+        index: [batch, top_n] catalog indices, -1 padded at the end; scores: [batch, top_n],
+            best first.
+        item_ids: [items] string array, catalog index -> item id.
+
+    Returns:
+        (recalls, user_vectors): tables of `C.RECALLS_SCHEMA` and `C.USER_VECTORS_SCHEMA`.
     """
+    found = index >= 0
+    offsets = _list_offsets(found.sum(axis=1))
+    users = pa.array(batch.user_ids, pa.string())
+    recalls = pa.Table.from_arrays(
+        [
+            users,
+            pa.ListArray.from_arrays(offsets, item_ids.take(pa.array(index[found]))),
+            pa.ListArray.from_arrays(offsets, pa.array(scores[found], pa.float32())),
+            pa.array(batch.labels, pa.string()),
+        ],
+        schema=C.RECALLS_SCHEMA,
+    )
+    vectors = np.ascontiguousarray(batch.vectors, np.float32)
+    rows, width = vectors.shape
+    user_vectors = pa.Table.from_arrays(
+        [users, pa.ListArray.from_arrays(_list_offsets(np.full(rows, width)), vectors.ravel())],
+        schema=C.USER_VECTORS_SCHEMA,
+    )
+    return recalls, user_vectors
+
+
+def _tagged_tables(batch, index, scores, item_ids, counters):
+    """`batch_tables` as a DoFn's outputs (recalls main, user vectors tagged), counted."""
     users, short = counters
-    for user, label, vector, row_index, row_scores in zip(
-        batch.user_ids, batch.labels, batch.vectors, index, scores, strict=True
-    ):
-        found = row_index >= 0
-        users.inc()
-        if not found.all():
-            short.inc()
-        yield {
-            C.USER_ID_COLUMN: user,
-            C.ITEM_IDS_COLUMN: [item_ids[i] for i in row_index[found]],
-            C.SCORES_COLUMN: row_scores[found].tolist(),
-            C.HELD_OUT_COLUMN: label,
-        }
-        yield beam.pvalue.TaggedOutput(
-            USER_VECTORS, {C.USER_ID_COLUMN: user, C.VECTOR_COLUMN: vector.tolist()}
-        )
+    recalls, user_vectors = batch_tables(batch, index, scores, item_ids)
+    users.inc(len(batch.user_ids))
+    short.inc(int((index < 0).any(axis=1).sum()))
+    yield recalls
+    yield beam.pvalue.TaggedOutput(USER_VECTORS, user_vectors)
+
+
+def table_rows(table: pa.Table) -> list[dict]:
+    """A recall or user-vector table's rows as dicts, for steps that score users one by one."""
+    return table.to_pylist()
+
+
+def _item_id_array(model_uri: str) -> pa.Array:
+    return pa.array(export.read_item_ids(model_uri), pa.string())
 
 
 USER_VECTORS = "user_vectors"
@@ -160,14 +192,15 @@ class SearchFn(beam.DoFn):
         self._counters = _counters()
 
     def setup(self):
-        self._ids, vectors, _ = export.read_item_vectors(self._model_uri)
+        ids, vectors, _ = export.read_item_vectors(self._model_uri)
+        self._ids = pa.array(ids, pa.string())
         self._catalog = exact.build_catalog(vectors, self._search.block_items)
 
     def process(self, batch: UserBatch):
         index, scores = exact.top_n_excluding(
             self._catalog, batch.vectors, batch.visited, self._search.top_n
         )
-        yield from rows_of(batch, index, scores, self._ids, self._counters)
+        yield from _tagged_tables(batch, index, scores, self._ids, self._counters)
 
 
 # Batches of one shard are grouped into this many work units per shard: each unit reads its
@@ -239,7 +272,7 @@ class MergeShardsFn(beam.DoFn):
         self._counters = _counters()
 
     def setup(self):
-        self._ids = export.read_item_ids(self._model_uri)
+        self._ids = _item_id_array(self._model_uri)
 
     def process(self, element):
         key, values = element
@@ -251,16 +284,24 @@ class MergeShardsFn(beam.DoFn):
                 f"expected 1 and {self._search.item_shards}"
             )
         index, scores = exact.merge_top_n(parts, self._search.top_n)
-        yield from rows_of(batches[0], index, scores, self._ids, self._counters)
+        yield from _tagged_tables(batches[0], index, scores, self._ids, self._counters)
 
 
-def list_length(row: dict) -> int:
-    return len(row[C.ITEM_IDS_COLUMN])
+def num_rows(table: pa.Table) -> int:
+    return table.num_rows
+
+
+def list_lengths(recalls: pa.Table):
+    """(list length, users with it) pairs of one recall table."""
+    lengths = pc.list_value_length(recalls.column(C.ITEM_IDS_COLUMN)).to_numpy()
+    values, counts = np.unique(lengths, return_counts=True)
+    return zip(values.tolist(), counts.tolist(), strict=True)
 
 
 @beam.ptransform_fn
 def SearchBatches(batches, model_uri: str, search: Search):  # noqa: N802
-    """`UserBatch`es -> {"recalls": rows, "user_vectors": rows}, over one or many item shards."""
+    """`UserBatch`es -> {"recalls": tables, "user_vectors": tables} (one pair of Arrow tables per
+    batch), over one or many item shards."""
     if search.item_shards == 1:
         outputs = batches | "SearchCatalog" >> beam.ParDo(SearchFn(model_uri, search)).with_outputs(
             USER_VECTORS, main="recalls"
@@ -287,7 +328,8 @@ def SearchBatches(batches, model_uri: str, search: Search):  # noqa: N802
 
 @beam.ptransform_fn
 def RecallUsers(histories, model_uri: str, search: Search):  # noqa: N802
-    """Serialized history examples -> {"recalls": rows, "user_vectors": rows}."""
+    """Serialized history examples -> {"recalls": tables, "user_vectors": tables}, Arrow tables of
+    `C.RECALLS_SCHEMA` and `C.USER_VECTORS_SCHEMA` (`table_rows` turns them into rows)."""
     return (
         histories
         | "BatchUsers"
@@ -299,12 +341,71 @@ def RecallUsers(histories, model_uri: str, search: Search):  # noqa: N802
     )
 
 
-def summarize(split: str, top_n: int, users: int, lengths: dict[int, int]) -> dict:
-    """The recall stage's summary: users, and how many got a full or a short list."""
+def user_sample_key(serialized: bytes) -> tuple[int, bytes]:
+    """(a 64-bit blake2b hash of the history example's user id, the example).
+
+    The hash of the id, not of the example, so a user stays in or out of the sample from day to
+    day while their history grows.
+    """
+    user = common.bytes_values(tf.train.Example.FromString(serialized), F.USER_ID)[0]
+    return int.from_bytes(hashlib.blake2b(user, digest_size=8).digest(), "big"), serialized
+
+
+def _hash_of(keyed: tuple[int, bytes]) -> int:
+    return keyed[0]
+
+
+def _largest_kept(smallest: list[int]) -> int | None:
+    return smallest[-1] if smallest else None
+
+
+def _within(keyed: tuple[int, bytes], largest: int | None) -> bool:
+    return largest is not None and keyed[0] <= largest
+
+
+def _example_of(keyed: tuple[int, bytes]) -> bytes:
+    return keyed[1]
+
+
+@beam.ptransform_fn
+def SampleUsers(examples, max_users: int | None):  # noqa: N802
+    """History examples (one per user) -> those of the `max_users` users of smallest id hash.
+
+    A uniform sample that is the same for the same users in every run, in RecallEval and in
+    Evaluate alike (both draw it from the eval split), so the metrics, the popularity baseline and
+    the previous release's baseline are all scored on the same users. None keeps everyone.
+    """
+    if max_users is None:
+        return examples
+    keyed = examples | "KeyByUserHash" >> beam.Map(user_sample_key)
+    largest = (
+        keyed
+        | "UserHashes" >> beam.Map(_hash_of)
+        | "SmallestHashes" >> beam.combiners.Top.Smallest(max_users)
+        | "LargestKept" >> beam.Map(_largest_kept)
+    )
+    return (
+        keyed
+        | "InSample" >> beam.Filter(_within, beam.pvalue.AsSingleton(largest))
+        | "SampledExamples" >> beam.Map(_example_of)
+    )
+
+
+def summarize(
+    split: str,
+    top_n: int,
+    users: int,
+    lengths: dict[int, int],
+    split_users: int | None = None,
+) -> dict:
+    """The recall stage's summary: users, how many got a full or a short list, and (when the
+    users were sampled) how many the split held."""
+    sampled = {} if split_users is None else {"sampled_from_users": split_users}
     return {
         "split": split,
         "top_n": top_n,
         "users": users,
+        **sampled,
         "users_full": sum(v for k, v in lengths.items() if k >= top_n),
         "users_short": sum(v for k, v in lengths.items() if k < top_n),
         "list_length_histogram": {str(k): v for k, v in sorted(lengths.items())},
@@ -319,6 +420,7 @@ def recall(
     summary_path: str,
     split: str,
     config: RecallConfig,
+    max_users: int | None = None,
 ) -> None:
     """Writes every user's top-N (`recalls/`) and vector (`user_vectors/`) as Parquet.
 
@@ -330,29 +432,41 @@ def recall(
         summary_path: where the counts go.
         split: the split's name, recorded in the summary.
         config: the `recall` section.
+        max_users: recall only `SampleUsers`' sample of this many users (None = every user).
     """
     with make_pipeline() as pipeline:
         histories = pipeline | "ReadHistories" >> beam.io.ReadFromTFRecord(histories_pattern)
-        result = histories | "RecallUsers" >> RecallUsers(model_uri, Search.of(config))
-        _ = result["recalls"] | "WriteRecalls" >> beam.io.WriteToParquet(
+        sampled = histories | "SampleUsers" >> SampleUsers(max_users)
+        result = sampled | "RecallUsers" >> RecallUsers(model_uri, Search.of(config))
+        _ = result["recalls"] | "WriteRecalls" >> beam.io.WriteToParquetBatched(
             os.path.join(recalls_dir, C.RECALLS_DIR, "part"),
             C.RECALLS_SCHEMA,
             file_name_suffix=C.PARQUET_SUFFIX,
         )
-        _ = result["user_vectors"] | "WriteUserVectors" >> beam.io.WriteToParquet(
+        _ = result["user_vectors"] | "WriteUserVectors" >> beam.io.WriteToParquetBatched(
             os.path.join(recalls_dir, C.USER_VECTORS_DIR, "part"),
             C.USER_VECTORS_SCHEMA,
             file_name_suffix=C.PARQUET_SUFFIX,
         )
-        users = result["recalls"] | "CountUsers" >> beam.combiners.Count.Globally()
+        users = (
+            result["recalls"]
+            | "UsersPerTable" >> beam.Map(num_rows)
+            | "CountUsers" >> beam.CombineGlobally(sum)
+        )
         lengths = (
             result["recalls"]
-            | "ListLength" >> beam.Map(list_length)
-            | "CountPerLength" >> beam.combiners.Count.PerElement()
+            | "ListLengths" >> beam.FlatMap(list_lengths)
+            | "CountPerLength" >> beam.CombinePerKey(sum)
         )
+        split_users = {}
+        if max_users is not None:
+            split_users["split_users"] = beam.pvalue.AsSingleton(
+                histories | "CountSplitUsers" >> beam.combiners.Count.Globally()
+            )
         _ = pipeline | "WriteSummary" >> common.WriteJsonOnce(
             summary_path,
             functools.partial(summarize, split, config.top_n),
             users=beam.pvalue.AsSingleton(users),
             lengths=beam.pvalue.AsDict(lengths),
+            **split_users,
         )

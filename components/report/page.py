@@ -163,6 +163,20 @@ def health_section(health: dict | None) -> str:
     )
 
 
+def holdout_note(summary: dict) -> str:
+    """How many holdout users the metrics are of, and of how many when they are a sample."""
+    scored = ((summary.get("evaluate") or {}).get("model") or {}).get("users")
+    split_users = ((summary.get("recall") or {}).get("eval") or {}).get("sampled_from_users")
+    if scored is None:
+        return ""
+    if split_users is None:
+        return f"<p>Scored on every holdout user: {scored}.</p>"
+    return (
+        f"<p>Scored on {scored} of {split_users} holdout users: a stable sample by a hash of the "
+        "user id (evaluate.max_users); health too is the sample's.</p>"
+    )
+
+
 def write_report(
     report_dir: str,
     summary: dict,
@@ -195,7 +209,7 @@ td,th{{border:1px solid #ccc;padding:2px 6px;text-align:left;vertical-align:top}
 <body><h1>offline-recall run: {html.escape(str(summary.get("status")))}</h1>
 <p>finished {html.escape(str(summary.get("finished_at")))}</p>
 <h2>Holdout metrics</h2><table><tr><th>K</th><th>HR</th><th>NDCG</th><th>coverage</th>
-<th>popularity HR</th></tr>{metric_rows}</table>
+<th>popularity HR</th></tr>{metric_rows}</table>{holdout_note(summary)}
 {comparison_section(summary.get("compare"))}
 {health_section((summary.get("evaluate") or {}).get("health"))}
 {"".join(f'<p><img src="{p}" alt="{p}"></p>' for p in plots)}
