@@ -455,7 +455,7 @@ class EvaluateConfig(Section):
     # Score at most this many holdout users (null = all): a uniform sample by a hash of the user
     # id, the same users every day. RecallEval recalls only them (each costs a pass over the
     # catalog), and every metric above, baselines and health included, is theirs. 50,000 users
-    # put HR@50 within about +-0.0045 (95%); at 5M events RecallEval took 401 s for 660k users.
+    # put HR@50 within about +-0.0045 (95%); at 5M events RecallEval took 401 s for 600k users.
     max_users: int | None = 50_000
 
     def check(self) -> None:

@@ -34,6 +34,8 @@ def test_sections_are_frozen():
         ({"trainer": {"early_stopping_patience": -1}}, "trainer.early_stopping_patience"),
         ({"trainer": {"max_train_seconds": "soon"}}, "trainer.max_train_seconds"),
         ({"trainer": {"nonsense": 1}}, "trainer.nonsense"),
+        ({"evaluate": {"max_users": 0}}, "evaluate.max_users"),
+        ({"evaluate": {"max_users": "all"}}, "evaluate.max_users"),
         ({"trainer": {"refit_epochs": 0}}, "trainer.refit_epochs"),
         ({"trainer": {"refit_on_holdout": "yes"}}, "trainer.refit_on_holdout"),
         ({"trainer": {"user_embedding": True}}, "trainer.user_embedding"),  # self_attention

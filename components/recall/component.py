@@ -37,8 +37,14 @@ class Recall(base_beam_component.BaseBeamComponent):
     def __init__(
         self, sequences, model, split: str, config: RecallConfig, max_users: int | None = None
     ):
-        """Args: ... max_users: recall only a stable sample of this many of the split's users
-        (`logic.SampleUsers`); None = every user, as serving needs."""
+        """Args:
+        sequences: Sequences' Examples (the split's history examples).
+        model: the Trainer's Model.
+        split: the split to recall.
+        config: the `recall` section.
+        max_users: recall only a stable sample of this many of the split's users
+            (`logic.SampleUsers`); None = every user, as serving needs.
+        """
         super().__init__(
             spec=RecallSpec(
                 sequences=sequences,
