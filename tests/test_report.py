@@ -101,4 +101,10 @@ def test_holdout_note_says_when_the_metrics_are_a_sample():
         "recall": {"eval": {"users": 60, "sampled_from_users": 200}},
     }
     assert "60 of 200 holdout users" in report.holdout_note(sample)
+    # A sample as large as the split is every user, whatever the setting.
+    small = {
+        "evaluate": {"model": {"users": 200}},
+        "recall": {"eval": {"users": 200, "sampled_from_users": 200}},
+    }
+    assert "every holdout user: 200" in report.holdout_note(small)
     assert report.holdout_note({"status": "failed"}) == ""

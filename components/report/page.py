@@ -169,7 +169,7 @@ def holdout_note(summary: dict) -> str:
     split_users = ((summary.get("recall") or {}).get("eval") or {}).get("sampled_from_users")
     if scored is None:
         return ""
-    if split_users is None:
+    if split_users is None or scored >= split_users:
         return f"<p>Scored on every holdout user: {scored}.</p>"
     return (
         f"<p>Scored on {scored} of {split_users} holdout users: a stable sample by a hash of the "
