@@ -166,8 +166,9 @@ def table_rows(table: pa.Table) -> list[dict]:
     return table.to_pylist()
 
 
-def _item_id_array(model_uri: str) -> pa.Array:
-    return pa.array(export.read_item_ids(model_uri), pa.string())
+def _id_array(ids: list[str]) -> pa.Array:
+    """Catalog index -> item id, as the string array `batch_tables` takes ids from."""
+    return pa.array(ids, pa.string())
 
 
 USER_VECTORS = "user_vectors"
@@ -193,7 +194,7 @@ class SearchFn(beam.DoFn):
 
     def setup(self):
         ids, vectors, _ = export.read_item_vectors(self._model_uri)
-        self._ids = pa.array(ids, pa.string())
+        self._ids = _id_array(ids)
         self._catalog = exact.build_catalog(vectors, self._search.block_items)
 
     def process(self, batch: UserBatch):
@@ -272,7 +273,7 @@ class MergeShardsFn(beam.DoFn):
         self._counters = _counters()
 
     def setup(self):
-        self._ids = _item_id_array(self._model_uri)
+        self._ids = _id_array(export.read_item_ids(self._model_uri))
 
     def process(self, element):
         key, values = element
