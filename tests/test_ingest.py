@@ -253,6 +253,14 @@ def test_every_bad_row_kind_is_counted_exactly(tmp_path, awkward_user, awkward_i
     users = {common.bytes_values(e, F.USER_ID)[0] for e in examples}
     items = {common.bytes_values(e, F.ITEM_ID)[0] for e in examples}
     assert awkward_user.encode() in users and awkward_item.encode() in items
+    # Of the duplicate pair (the ISO row on line 5, the epoch row on line 6) the first is kept.
+    u1_i1 = [
+        common.int_values(e, F.INPUT_ORDER)[0] & ((1 << sources.ROW_BITS) - 1)
+        for e in examples
+        if common.bytes_values(e, F.USER_ID) == [b"u1"]
+        and common.bytes_values(e, F.ITEM_ID) == [b"i1"]
+    ]
+    assert u1_i1 == [5]
     with pytest.raises(IngestError, match=r"10 of 15 rows \(66\.67%\) are bad"):
         rows.check_counts(summary, 0.01, "q")
     rows.check_counts(summary, 0.7, "q")
