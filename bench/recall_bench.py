@@ -2,12 +2,17 @@
 
     .venv/bin/python bench/recall_bench.py [--items 100000] [--dim 64] [--users 20000]
         [--top-n 100] [--repeats 3] [--norm-skew 0.5] [--batch-size 1024] [--block-items 8192]
+        [--release DIR/releases/RUN_ID]
 
 Seeded data: item vectors with norms skewed by a Zipf popularity (item i of popularity rank i
 gets norm proportional to (i + 1) ** -norm_skew, so popular items, which users have often
 visited, are often the top scorers; --norm-skew 0 gives equal norms), one bias-like constant
 dimension as the product's vectors have, Gaussian user vectors, 5-200 visited items per user
-drawn by popularity plus 1% heavy users with 5,000-50,000. In one process, interleaved, it times
+drawn by popularity plus 1% heavy users with 5,000-50,000. With `--release`, the item vectors
+and a seeded sample of `--users` user vectors are a published release's instead (a trained
+model's norms, which decide how much the early exit skips; `--items` and `--dim` are then the
+release's), and the visited items are drawn as above over its catalog, which is in popularity
+order. In one process, interleaved, it times
 
 - faiss: `faiss.IndexFlatIP.search(users, top_n)`, no exclusion (the baseline);
 - product: `exact.top_n_excluding` in the product's batches, visited items excluded;
@@ -35,6 +40,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 
+from offline_recall.components import common  # noqa: E402
+from offline_recall.components import contracts as C  # noqa: E402
 from offline_recall.components.recall import exact  # noqa: E402
 
 
@@ -57,6 +64,28 @@ def make_data(items: int, dim: int, users: int, norm_skew: float, seed: int = 0)
     draws = np.minimum(np.searchsorted(cdf, rng.random(int(lengths.sum()))), items - 1)
     visited = np.split(draws.astype(np.int64), np.cumsum(lengths)[:-1])
     return item_vectors, user_vectors, visited, heavy
+
+
+def read_vectors(table_dir: str) -> np.ndarray:
+    """[rows, dim] float32 from a release table's vector column (all its Parquet files)."""
+    parts = []
+    for path in common.parquet_files(table_dir):
+        column = common.read_parquet(path, [C.VECTOR_COLUMN]).column(0).combine_chunks()
+        parts.append(np.asarray(column.flatten(), np.float32).reshape(len(column), -1))
+    if not parts:
+        raise SystemExit(f"--release: no Parquet files in {table_dir}")
+    return np.concatenate(parts)
+
+
+def release_data(release: str, users: int, seed: int = 0):
+    """`make_data`'s tuple with a release's item vectors and a sample of its user vectors."""
+    item_vectors = read_vectors(os.path.join(release, C.ITEM_VECTORS_DIR))
+    all_users = read_vectors(os.path.join(release, C.USER_VECTORS_DIR))
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(len(all_users), min(users, len(all_users)), replace=False))
+    # The synthetic draw gives the visited items; only the user vectors are replaced.
+    _, _, visited, heavy = make_data(len(item_vectors), 2, len(pick), 0.0, seed)
+    return item_vectors, np.ascontiguousarray(all_users[pick]), visited, heavy
 
 
 def product(item_vectors, user_vectors, visited, top_n, batch_size, block_items):
@@ -117,15 +146,24 @@ def main(argv=None) -> int:
     parser.add_argument("--norm-skew", type=float, default=0.5)
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--block-items", type=int, default=8192)
+    parser.add_argument(
+        "--release", help="a published release: its item vectors and a sample of its users'"
+    )
     args = parser.parse_args(argv)
 
-    item_vectors, user_vectors, visited, heavy = make_data(
-        args.items, args.dim, args.users, args.norm_skew
-    )
+    if args.release:
+        item_vectors, user_vectors, visited, heavy = release_data(args.release, args.users)
+        args.items, args.dim = item_vectors.shape
+        args.users = len(user_vectors)
+        source = f"vectors of {args.release}"
+    else:
+        item_vectors, user_vectors, visited, heavy = make_data(
+            args.items, args.dim, args.users, args.norm_skew
+        )
+        source = f"norm skew {args.norm_skew}"
     print(
         f"data: {args.items} items x {args.dim}, {args.users} users, "
-        f"{sum(len(v) for v in visited)} visited ({heavy.size} heavy users), "
-        f"norm skew {args.norm_skew}",
+        f"{sum(len(v) for v in visited)} visited ({heavy.size} heavy users), {source}",
         flush=True,
     )
     times = {"product": [], "faiss": [], "sgemm": []}
