@@ -347,40 +347,35 @@ class ReadAndValidateFn(beam.DoFn):
         yield beam.pvalue.TaggedOutput(FILE_TALLY, tally)
 
 
-def content_key(path_click: tuple[str, dict]) -> tuple[bytes, tuple[int, bytes]]:
+def content_key(path_click: tuple[str, dict]) -> tuple[bytes, tuple[str, dict]]:
     """Keys a click by its content (user, item, exact instant, extras) to find duplicates.
 
     The instant is the timestamp as given, to the microsecond: two clicks 0.8 s apart differ,
     while `2020-09-13T12:26:41Z` and `1600000001` are the same instant.
-
-    Returns:
-        (content digest, (input order, the click's serialized tf.Example)): the shuffle carries
-        the example already serialized, a third of the bytes of the click dict and its file
-        path (the DirectRunner holds a whole shuffle in memory).
     """
     click = path_click[1]
     digest = hashlib.sha256()
     for name in (F.USER_ID, F.ITEM_ID, F.EXTRAS):
         digest.update(len(click[name]).to_bytes(8, "big") + click[name])
     digest.update(str(click[F.TIMESTAMP_MICROS]).encode())
-    return digest.digest(), (click[F.INPUT_ORDER], to_example(click))
+    return digest.digest(), path_click
 
 
 class KeepFirstFn(beam.DoFn):
-    """Keeps the earliest copy (by input order) of each duplicate group; counts the rest.
-
-    Input: (content digest, [(input order, serialized example)]); main output: the kept
-    serialized example.
-    """
+    """Keeps the earliest copy (by input order) of each duplicate group; counts the rest."""
 
     DUPLICATES = "duplicates"
 
     def process(self, keyed):
         _, copies = keyed
-        copies = sorted(copies)  # input orders are unique, so the examples are never compared
-        yield copies[0][1]
+        copies = sorted(copies, key=_input_order_of)
+        yield copies[0]
         for _ in copies[1:]:
             yield beam.pvalue.TaggedOutput(self.DUPLICATES, 1)
+
+
+def _input_order_of(path_click):
+    return path_click[1][F.INPUT_ORDER]
 
 
 def to_example(click: dict) -> bytes:
@@ -421,12 +416,14 @@ def IngestClicks(  # noqa: N802
     ).with_outputs(VALID, QUARANTINED, BLANK, FILE_TALLY)
     deduped = (
         tagged[VALID]
-        | "KeyByContent" >> beam.Map(content_key).with_output_types(tuple[bytes, tuple[int, bytes]])
+        | "KeyByContent" >> beam.Map(content_key)
         | "GroupDuplicates" >> beam.GroupByKey()
         | "KeepFirst" >> beam.ParDo(KeepFirstFn()).with_outputs(KeepFirstFn.DUPLICATES, main="kept")
     )
     return {
-        "examples": deduped.kept,
+        "examples": deduped.kept
+        | "ClickOf" >> beam.Map(_click_of)
+        | "ToExample" >> beam.Map(to_example),
         "quarantine": tagged[QUARANTINED],
         "valid_per_file": tagged[VALID]
         | "ValidPath" >> beam.Map(_path_of)
@@ -442,6 +439,10 @@ def IngestClicks(  # noqa: N802
         "blank": tagged[BLANK] | "CountBlank" >> beam.combiners.Count.Globally(),
         "file_tallies": tagged[FILE_TALLY],
     }
+
+
+def _click_of(path_click):
+    return path_click[1]
 
 
 def _source_of(record):
