@@ -3,7 +3,11 @@
 import os
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
+from offline_recall.components import contracts as C
+from offline_recall.components.report import logic
 from offline_recall.components.report import page as report
 
 
@@ -108,3 +112,33 @@ def test_holdout_note_says_when_the_metrics_are_a_sample():
     }
     assert "every holdout user: 200" in report.holdout_note(small)
     assert report.holdout_note({"status": "failed"}) == ""
+
+
+def _recall_file(path, scores: list[list[float]]) -> str:
+    table = pa.table(
+        {
+            C.USER_ID_COLUMN: [f"u{i}" for i in range(len(scores))],
+            C.ITEM_IDS_COLUMN: [[f"i{j}" for j in range(len(s))] for s in scores],
+            C.SCORES_COLUMN: scores,
+            C.HELD_OUT_COLUMN: [""] * len(scores),
+        },
+        schema=C.RECALLS_SCHEMA,
+    )
+    pq.write_table(table, str(path), row_group_size=3)
+    return str(path)
+
+
+def test_top1_scores_streams_each_users_best_score_up_to_the_limit(tmp_path):
+    rng = np.random.default_rng(0)
+    files, want = [], []
+    for f in range(3):
+        lists = [sorted(rng.random(rng.integers(0, 4)).tolist(), reverse=True) for _ in range(7)]
+        files.append(_recall_file(tmp_path / f"part-{f}.parquet", lists))
+        want += [s[0] for s in lists if s]  # empty lists (a catalog that ran out) have none
+    want = np.array(want, np.float32)
+    for limit in (1, 5, len(want) - 1, len(want), len(want) + 10):
+        for read_rows in (2, 1000):
+            got = logic.top1_scores(files, limit=limit, read_rows=read_rows)
+            assert got.dtype == np.float32
+            np.testing.assert_array_equal(got, want[:limit])
+    assert logic.top1_scores([]).shape == (0,)
