@@ -167,6 +167,52 @@ def test_the_release_carries_the_user_model_that_made_its_vectors(
     np.testing.assert_allclose(got.numpy()[0], users[awkward_user][:-1], rtol=1e-4, atol=1e-4)
 
 
+def test_recall_predicts_in_length_chunks_each_user_with_their_own_vector(first_run):
+    """One chunk per distinct history length reorders the batch; every user must keep their
+    vector, visited items and label, as one call over the whole batch gives them."""
+    import glob
+
+    import tensorflow as tf
+
+    from offline_recall.components import common
+    from offline_recall.components.recall import logic
+    from offline_recall.trainer import export
+    from offline_recall.trainer import features as F
+
+    root = first_run["out"] / "tfx" / "pipeline_root"
+    (model_dir,) = (root / "Trainer" / "model").iterdir()
+    (split,) = glob.glob(str(root / "Sequences" / "sequences" / "*" / "Split-serving"))
+    batch = [
+        record.numpy()
+        for path in sorted(glob.glob(os.path.join(split, "*")))
+        for record in tf.data.TFRecordDataset(path, compression_type="GZIP")
+    ]
+    examples = {}
+    for serialized in batch:
+        example = tf.train.Example.FromString(serialized)
+        examples[common.bytes_values(example, F.USER_ID)[0].decode()] = example
+    predict = logic.PredictFn(str(model_dir), call_cells=0)
+    predict.setup()
+    lengths = [len(common.bytes_values(e, F.HISTORY)) for e in examples.values()]
+    assert len(set(lengths)) > 3, "the histories must need several chunks"
+    (got,) = list(predict.process(batch))
+    assert sorted(got.user_ids) == sorted(examples) and got.user_ids != list(examples)
+    model = tf.saved_model.load(export.serving_model_path(str(model_dir)))
+    whole = model.signatures["serving_default"](examples=tf.constant(batch))
+    want = dict(zip(examples, whole[F.USER_VECTOR].numpy(), strict=True))
+    items = export.read_item_ids(str(model_dir))
+    held = set(items)
+    for k, user in enumerate(got.user_ids):
+        np.testing.assert_allclose(got.vectors[k, :-1], want[user], rtol=1e-5, atol=1e-5)
+        visited = common.bytes_values(examples[user], F.VISITED)
+        assert [items[i] for i in got.visited[k]] == [
+            v.decode() for v in visited if v.decode() in held
+        ]
+        assert got.labels[k] == "".join(
+            v.decode() for v in common.bytes_values(examples[user], F.LABEL)
+        )
+
+
 def test_run_below_a_threshold_keeps_published_set(first_run, clicks, cli, small_config):
     out = first_run["out"]
     before = os.readlink(out / "published")

@@ -5,6 +5,7 @@ the blocked SGEMM agree bit for bit, and equal scores (ties) are everywhere.
 """
 
 import hashlib
+import itertools
 
 import apache_beam as beam
 import numpy as np
@@ -240,3 +241,42 @@ def test_batch_tables_hold_each_users_list_best_first_and_their_vector():
         for n, u in enumerate("abc")
     ]
     assert sorted(logic.list_lengths(recalls)) == [(0, 1), (1, 1), (3, 1)]
+
+
+def _padded_cost(lengths, chunks, call_cells):
+    return sum(call_cells + len(c) * (int(lengths[c].max()) + 1) for c in chunks)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("call_cells", [0, 8, 40, 10**6])
+def test_length_chunks_partition_the_batch_at_the_cheapest_cuts(seed, call_cells):
+    rng = np.random.default_rng(seed)
+    # Long-tailed, as real histories are: mostly short, a few at the cap.
+    lengths = np.minimum(rng.zipf(1.6, size=int(rng.integers(1, 60))), 12)
+    chunks = logic.length_chunks(lengths, call_cells)
+    np.testing.assert_array_equal(np.sort(np.concatenate(chunks)), np.arange(len(lengths)))
+    for a, b in zip(chunks[:-1], chunks[1:], strict=True):
+        assert lengths[a].max() < lengths[b].min()
+    # Against every way to cut the sorted distinct lengths into contiguous chunks.
+    values = np.unique(lengths)
+    best = min(
+        _padded_cost(
+            lengths,
+            [
+                np.flatnonzero((lengths >= values[lo]) & (lengths <= values[hi - 1]))
+                for lo, hi in zip((0, *cuts), (*cuts, len(values)), strict=True)
+            ],
+            call_cells,
+        )
+        for r in range(len(values))
+        for cuts in itertools.combinations(range(1, len(values)), r)
+    )
+    assert _padded_cost(lengths, chunks, call_cells) == best
+    if call_cells == 0:
+        assert len(chunks) == len(values)
+    if call_cells == 10**6:
+        assert len(chunks) == 1
+
+
+def test_length_chunks_of_no_users():
+    assert logic.length_chunks(np.empty(0, np.int64)) == []
