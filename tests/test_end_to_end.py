@@ -199,6 +199,8 @@ def test_recall_predicts_in_length_chunks_each_user_with_their_own_vector(first_
     assert sorted(got.user_ids) == sorted(examples) and got.user_ids != list(examples)
     model = tf.saved_model.load(export.serving_model_path(str(model_dir)))
     whole = model.signatures["serving_default"](examples=tf.constant(batch))
+    traced = logic.traced_signature(model.signatures["serving_default"])(tf.constant(batch))
+    np.testing.assert_array_equal(traced[F.USER_VECTOR].numpy(), whole[F.USER_VECTOR].numpy())
     want = dict(zip(examples, whole[F.USER_VECTOR].numpy(), strict=True))
     items = export.read_item_ids(str(model_dir))
     held = set(items)
