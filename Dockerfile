@@ -21,7 +21,7 @@ COPY components ./components
 COPY trainer ./trainer
 COPY schema ./schema
 RUN pip install --ignore-requires-python --no-deps . \
- && python -c "import offline_recall.pipeline.cli, tfx, tensorflow_transform, faiss" \
+ && python -c "import offline_recall.pipeline.cli, tfx, tensorflow_transform, faiss, numba" \
  && pip check
 
 ENTRYPOINT ["offline-recall"]

@@ -21,7 +21,7 @@ $(VENV)/.installed: setup.py constraints.txt requirements.txt
 	$(PIP) install -q -U pip wheel 'setuptools<70' $(QUIET_PIP)
 	$(PIP) install -q --ignore-requires-python -r requirements.txt -c constraints.txt $(QUIET_PIP)
 	$(PIP) install -q --ignore-requires-python --no-deps -e . $(QUIET_PIP)
-	$(PY) -c "import offline_recall.pipeline.cli, tfx, tensorflow_transform, faiss"
+	$(PY) -c "import offline_recall.pipeline.cli, tfx, tensorflow_transform, faiss, numba"
 	$(PIP) check
 	touch $@
 

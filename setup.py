@@ -32,6 +32,7 @@ setup(
         "tensorflow-data-validation==1.15.1",
         "apache-beam==2.56.0",
         "faiss-cpu==1.15.1",
+        "numba==0.68.0",
         "numpy==1.26.4",
         "pyarrow==10.0.1",
         "PyYAML",

@@ -8,6 +8,7 @@ import hashlib
 import itertools
 
 import apache_beam as beam
+import faiss
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -61,6 +62,61 @@ def test_matches_brute_force_with_ties_and_heavy_users(seed, block_items):
     index, scores = exact.top_n_excluding(catalog, users, visited, 20)
     assert index.shape == scores.shape == (len(users), 20)
     check_exact(items, users, visited, 20, index, scores)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("block_items", [50, 1000])
+def test_every_thread_count_gives_the_exact_lists(threads, block_items):
+    # 200 users: enough rows for up to 3 threads of `_MIN_ROWS_PER_THREAD`; blocks of 50 and
+    # 1000 columns have 3 and 62 groups of 16 plus a tail.
+    items, users, visited = integer_case(4, num_items=1000, num_users=200)
+    assert len(users) >= threads * exact._MIN_ROWS_PER_THREAD
+    catalog = exact.build_catalog(items, block_items)
+    index, scores = exact.top_n_excluding(catalog, users, visited, 20, threads=threads)
+    check_exact(items, users, visited, 20, index, scores)
+
+
+def test_nan_scores_never_enter_and_never_hide_a_better_score():
+    # 64 columns = 4 groups of 16: column 0 (NaN) shares its group with 4, 8, ..., 60, and
+    # column 4 is the best score.
+    scores = np.tile(np.linspace(0.0, 1.0, 64, dtype=np.float32), (3, 1))
+    scores[:, 0] = np.nan
+    scores[:, 4] = 5.0
+    heap_scores = np.full((3, 63), -np.inf, np.float32)
+    heap_index = np.full((3, 63), -1, np.int64)
+    exact.offer(scores, np.arange(3), 0, heap_scores, heap_index)
+    index, best = exact.canonical_order(heap_index, heap_scores)
+    assert (index[:, 0] == 4).all() and (best[:, 0] == 5.0).all()
+    assert not (index == 0).any() and not np.isnan(best).any()
+    assert sorted(index[0].tolist()) == list(range(1, 64))
+
+
+def test_rejects_vectors_that_are_not_finite():
+    items = np.ones((5, 3), np.float32)
+    items[3, 1] = np.nan
+    with pytest.raises(ValueError, match="1 item vector.*the first at row 13"):
+        exact.build_catalog(items, 2, first_index=10)
+    users = np.ones((2, 3), np.float32)
+    users[1, 0] = np.inf
+    with pytest.raises(ValueError, match="1 user vector.*the first at row 1"):
+        exact.top_n_excluding(
+            exact.build_catalog(np.ones((5, 3), np.float32), 2), users, [[]] * 2, 1
+        )
+
+
+def test_matches_faiss_flat_ip_search_when_nothing_was_visited():
+    # Continuous vectors (no ties): the same lists as faiss's exact inner-product search.
+    rng = np.random.default_rng(11)
+    items = rng.normal(size=(3000, 16)).astype(np.float32)
+    users = rng.normal(size=(150, 16)).astype(np.float32)
+    flat = faiss.IndexFlatIP(16)
+    flat.add(items)
+    want_scores, want_index = flat.search(users, 25)
+    index, scores = exact.top_n_excluding(
+        exact.build_catalog(items, 256), users, [[]] * len(users), 25
+    )
+    np.testing.assert_array_equal(index, want_index)
+    np.testing.assert_allclose(scores, want_scores, rtol=1e-5, atol=1e-5)
 
 
 def test_early_exit_stays_exact_when_most_users_close_in_the_first_block():

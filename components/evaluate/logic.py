@@ -19,12 +19,18 @@ from offline_recall.components import common
 from offline_recall.components import contracts as C
 from offline_recall.components.contracts import BLESSING_K
 from offline_recall.components.recall import logic as recall_logic
-from offline_recall.pipeline.config import EvaluateConfig
+from offline_recall.pipeline.config import EvaluateConfig, RecallConfig
 from offline_recall.trainer import export
 from offline_recall.trainer import features as F
 
-# The baseline's search (Evaluate gets no recall section): one catalog shard, default blocks.
-BASELINE_SEARCH = recall_logic.Search(top_n=0, batch_size=1024, block_items=8192, item_shards=1)
+# The baseline's search (Evaluate gets no recall section): one catalog shard, the recall
+# section's default batches and blocks.
+BASELINE_SEARCH = recall_logic.Search(
+    top_n=0,
+    batch_size=RecallConfig.batch_size,
+    block_items=RecallConfig.block_items,
+    item_shards=1,
+)
 
 
 def user_metrics(ranked: Sequence[str], target: str, ks: Sequence[int]) -> dict[str, float]:
