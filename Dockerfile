@@ -22,6 +22,7 @@ COPY trainer ./trainer
 COPY schema ./schema
 RUN pip install --ignore-requires-python --no-deps . \
  && python -c "import offline_recall.pipeline.cli, tfx, tensorflow_transform, faiss, numba" \
+ && python -c "from offline_recall.components.recall import exact; exact.warm_up()" \
  && pip check
 
 ENTRYPOINT ["offline-recall"]

@@ -9,6 +9,7 @@ import itertools
 
 import apache_beam as beam
 import faiss
+import numba
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -104,6 +105,32 @@ def test_rejects_vectors_that_are_not_finite():
         )
 
 
+def test_kernels_compile_without_a_cache_folder(monkeypatch):
+    # What numba does when neither the module's folder nor a user cache folder is writable.
+    from numba.core import caching
+
+    monkeypatch.setattr(caching.CacheImpl, "_locator_classes", [])
+    with pytest.raises(RuntimeError, match="cannot cache"):
+        numba.njit(cache=True)(_twice)
+
+    compiled = exact._jit()(_twice)
+    assert compiled(21) == 42
+    assert isinstance(compiled._cache, caching.NullCache)
+
+
+def test_warm_up_compiles_the_kernel_for_the_search_types():
+    exact.warm_up()
+    assert exact._offer_rows.signatures
+    # The search's own call adds no second compilation.
+    catalog = exact.build_catalog(np.eye(40, dtype=np.float32), 33)
+    exact.top_n_excluding(catalog, np.ones((2, 40), np.float32), [[]] * 2, 3, threads=1)
+    assert len(exact._offer_rows.signatures) == 1
+
+
+def _twice(value):
+    return value * 2
+
+
 def test_matches_faiss_flat_ip_search_when_nothing_was_visited():
     # Continuous vectors (no ties): the same lists as faiss's exact inner-product search.
     rng = np.random.default_rng(11)
@@ -156,6 +183,8 @@ def test_rejects_mismatched_inputs():
         exact.top_n_excluding(catalog, np.ones((1, 4), np.float32), [[]], 1)
     with pytest.raises(ValueError, match="block_items must be positive"):
         exact.build_catalog(np.eye(3, dtype=np.float32), 0)
+    with pytest.raises(ValueError, match="threads must be None .every core. or at least 1"):
+        exact.top_n_excluding(catalog, np.ones((1, 3), np.float32), [[]], 1, threads=0)
 
 
 def test_shard_bounds_cover_the_catalog_once():

@@ -1,5 +1,5 @@
-"""Recall: exact top-N per user over the trained item vectors (faiss heaps over blocked SGEMMs,
-visited items excluded; `exact.py`), optionally over item shards.
+"""Recall: exact top-N per user over the trained item vectors (a numba top-N selection over
+blocked SGEMMs, visited items excluded; `exact.py`), optionally over item shards.
 
 The pipeline runs it twice with the same code: on `eval` histories (what Evaluate scores) and on
 `serving` histories (what Publish publishes).

@@ -14,11 +14,12 @@ items, then per-user top-N heaps), opened up. Three things differ:
   multiplied only for the users still open. The catalog is in item
   vocabulary order, most clicked first, and a softmax model gives popular items long vectors,
   so most users close after the first blocks.
-- Selection: faiss offers every score to its heap, a compare and a branch each (about 3 cycles
-  a score; a third of the search on trained models, where nothing closes early). `_offer_rows`
-  first takes the maximum of 16 scores at a time in SIMD lanes and looks at the 16 only when
-  that maximum can enter the heap, which after the first block is rare (about N / b of the b-th
-  block's scores). It is compiled by numba and runs on all cores, each thread on its own users.
+- Selection: the previous selection here (faiss's `float_minheap_array_t`) offered every score
+  to its heap, a compare and a branch each (about 3 cycles a score; a third of the search on
+  trained models, where nothing closes early). `_offer_rows` first takes the maximum of each
+  group of 16 scores, vectorised across groups, and looks into a group only when that maximum
+  can enter the heap, which after the first block is rare (about N / b of the b-th block's
+  scores). It is compiled by numba and runs on all cores, each thread on its own users.
 
 Ties go to the lower catalog index: each heap keeps the best N under one total order (score
 descending, then index ascending), whatever order the scores are offered in, so the result is
@@ -39,10 +40,30 @@ import numpy as np
 # Scores from the SGEMM may exceed |u| |i| by rounding; the bound gets this much slack so that no
 # user is closed early.
 _BOUND_SLACK = 1e-3
-# Scores summarised by one maximum in `_offer_rows`: 16 float32 are one AVX-512 register.
+# Scores summarised by one maximum in `_offer_rows`. Fewer means more maxima to compare, more
+# means more scores to look at each time one can enter.
 _LANES = 16
 # Fewer users than this per thread are not worth a thread's wake-up.
 _MIN_ROWS_PER_THREAD = 64
+
+
+def _jit(**options):
+    """numba.njit without the GIL, its machine code cached on disk when a folder allows it.
+
+    numba caches beside the module, else in the user's cache folder (`NUMBA_CACHE_DIR` overrides
+    both); with neither writable (a read-only image run by a user without a home) it refuses to
+    cache at import, and the kernels are compiled in each process instead (about 1.5 s).
+    """
+
+    def decorate(function):
+        try:
+            return numba.njit(nogil=True, cache=True, **options)(function)
+        except RuntimeError as error:
+            if "cannot cache" not in str(error):
+                raise
+            return numba.njit(nogil=True, **options)(function)
+
+    return decorate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,13 +172,13 @@ def visited_pairs(catalog: Catalog, visited) -> tuple[np.ndarray, np.ndarray]:
     return users[order], rows[order]
 
 
-@numba.njit(nogil=True, cache=True, inline="always")
+@_jit(inline="always")
 def _worse(score_a, index_a, score_b, index_b):
     """The order every heap keeps: a lower score, or the same score and a higher index."""
     return score_a < score_b or (score_a == score_b and index_a > index_b)
 
 
-@numba.njit(nogil=True, cache=True, inline="always")
+@_jit(inline="always")
 def _replace_worst(heap_scores, heap_index, score, index):
     """Replaces a heap's root (its worst entry) with (score, index) and sifts it down.
 
@@ -185,7 +206,7 @@ def _replace_worst(heap_scores, heap_index, score, index):
     heap_index[at] = index
 
 
-@numba.njit(nogil=True, cache=True)
+@_jit()
 def _offer_rows(scores, rows, lo, hi, first_index, heap_scores, heap_index):
     """Offers each score of a block to its user's heap; rows lo..hi of the block, one thread.
 
@@ -239,6 +260,11 @@ def _threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def _check_threads(threads: int | None) -> None:
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be None (every core) or at least 1, got {threads}")
+
+
 def _pool() -> ThreadPoolExecutor:
     """One process-wide pool: `_offer_rows` releases the GIL, so its threads use every core."""
     with _POOL_LOCK:
@@ -263,8 +289,9 @@ def offer(
         first_index: catalog index of the block's column 0.
         heap_scores: [batch, top_n] float32 heaps (see `_offer_rows`).
         heap_index: [batch, top_n] int64.
-        threads: how many threads at most; default all the cores this process may use.
+        threads: how many threads at most; None = every core this process may use.
     """
+    _check_threads(threads)
     count = scores.shape[0]
     threads = min(threads or _threads(), max(1, count // _MIN_ROWS_PER_THREAD))
     if threads == 1:
@@ -277,6 +304,21 @@ def offer(
     ]
     for future in futures:
         future.result()
+
+
+def warm_up() -> None:
+    """Compiles the selection kernel for the types the search passes, filling the disk cache.
+
+    The image runs this once at build time, so that its processes load machine code instead of
+    each compiling it.
+    """
+    offer(
+        np.zeros((1, 2 * _LANES + 1), np.float32),
+        np.zeros(1, np.int64),
+        0,
+        np.full((1, 1), -np.inf, np.float32),
+        np.full((1, 1), -1, np.int64),
+    )
 
 
 def canonical_order(index: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -298,7 +340,7 @@ def top_n_excluding(
         visited: per user, an int array of visited catalog indices (any order; duplicates and
             indices outside this catalog are allowed).
         top_n: list length wanted.
-        threads: how many threads select at most; default all the cores this process may use.
+        threads: how many threads select at most; None = every core this process may use.
 
     Returns:
         (index [batch, top_n] int64, scores [batch, top_n] float32), best first, ties by the
@@ -315,6 +357,7 @@ def top_n_excluding(
         )
     if top_n <= 0:
         raise ValueError(f"top_n must be positive, got {top_n}")
+    _check_threads(threads)
     _check_finite(users, "user", 0)
     # Heaps under `_worse`, row 0 the worst kept entry: the user's N-th best so far.
     best_scores = np.full((batch, top_n), -np.inf, dtype=np.float32)
