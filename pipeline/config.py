@@ -420,9 +420,8 @@ class RecallConfig(Section):
     # Users scored together: one SGEMM of batch_size x block_items per block of the catalog.
     batch_size: int = 1024
     # Items per block; batch_size x block_items x 4 bytes is the score buffer of one batch. 8 MiB
-    # stays in this machine's L3 cache between the SGEMM that writes it and the selection that
-    # reads it (bench/recall_bench.py on a trained 5M-event model: 1.94 s against 2.43 s with
-    # 8,192, see README "Exact recall").
+    # fits a server's L3 cache between the SGEMM that writes it and the selection that reads it
+    # (4,096 users of the 5M-event scale model: 1.94 s against 2.43 s with 8,192; README "Scale").
     block_items: int = 2048
     # Splits the catalog into this many contiguous shards, searched apart (each worker holds one
     # shard's vectors at a time) and merged to the exact top_n. 1 = the whole catalog at once.
