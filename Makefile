@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 PIP_LOG := $(VENV)/pip.log
 QUIET_PIP = > $(PIP_LOG) 2>&1 || { grep -v "^WARNING: Location" $(PIP_LOG); exit 1; }
 
-.PHONY: install lint format test test-fast e2e clean image
+.PHONY: install lint format test test-all clean image
 
 IMAGE ?= offline-recall:$(shell $(PYTHON) setup.py --version 2>/dev/null || echo latest)
 
@@ -33,11 +33,13 @@ format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+# The fast tier: pure functions and each stage on small artifacts, no whole-pipeline run.
 test: install
-	$(VENV)/bin/pytest -q tests components
-
-test-fast: install
 	$(VENV)/bin/pytest -q -m "not e2e" tests components
+
+# Everything: the fast tier plus the whole-pipeline runs (CI runs this).
+test-all: install
+	$(VENV)/bin/pytest -q tests components
 
 # The image Kubeflow tasks and Beam workers run (needs a Docker engine).
 image:
