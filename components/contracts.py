@@ -137,5 +137,9 @@ def metric_key(name: str, k: int) -> str:
 
 
 BLESSING_METRIC = metric_key("hr", BLESSING_K)
-# The trainer's holdout metric for early stopping: the same HR at the same K.
-EARLY_STOPPING_METRIC = f"hit_rate_at_{BLESSING_K}"
+# The trainer's holdout metrics for early stopping (`trainer.early_stopping_metric`), by their
+# metrics.json key: the name each has in the Estimator's evaluation and the train summary.
+EARLY_STOPPING_METRICS = {
+    BLESSING_METRIC: f"hit_rate_at_{BLESSING_K}",
+    metric_key("ndcg", 10): "ndcg_at_10",
+}

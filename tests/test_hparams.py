@@ -9,8 +9,9 @@ DEFAULTS = TrainerConfig()
 
 
 def test_auto_loss_is_full_softmax_for_small_catalogs_only():
-    assert hparams.choose_loss(DEFAULTS, 5000) == "full_softmax"
-    assert hparams.choose_loss(DEFAULTS, 5001) == "sampled_softmax"
+    assert DEFAULTS.full_softmax_max_classes == 50_000
+    assert hparams.choose_loss(DEFAULTS, 50_000) == "full_softmax"
+    assert hparams.choose_loss(DEFAULTS, 50_001) == "sampled_softmax"
     assert hparams.choose_loss(dataclasses.replace(DEFAULTS, loss="nce"), 10) == "nce"
 
 

@@ -40,6 +40,30 @@ def test_full_softmax_matches_hand_value():
     assert got == pytest.approx([want], rel=1e-6)
 
 
+def test_full_softmax_gradients_equal_the_sparse_reference():
+    # Written as logsumexp minus the label's score (see losses.full_softmax); its gradients with
+    # respect to every input must be those of TF's own sparse cross-entropy.
+    rng = np.random.default_rng(0)
+    kernel = tf.Variable(rng.normal(size=(7, 3)).astype(np.float32))
+    bias = tf.Variable(rng.normal(size=7).astype(np.float32))
+    vectors = tf.Variable(rng.normal(size=(5, 3)).astype(np.float32))
+    labels = np.array([0, 6, 3, 3, 1])
+    with tf.GradientTape(persistent=True) as tape:
+        got = losses.full_softmax(kernel, bias, labels, vectors, losses.LossContext(7))
+        want = tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=labels, logits=tf.matmul(vectors, kernel, transpose_b=True) + bias
+        )
+        got_sum, want_sum = tf.reduce_sum(got), tf.reduce_sum(want)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5)
+    for var in (kernel, bias, vectors):
+        np.testing.assert_allclose(
+            tf.convert_to_tensor(tape.gradient(got_sum, var)).numpy(),
+            tf.convert_to_tensor(tape.gradient(want_sum, var)).numpy(),
+            rtol=1e-5,
+            atol=1e-6,
+        )
+
+
 def _fixed_samples(sampled, true_expected, sampled_expected):
     return (
         tf.constant(sampled, tf.int64),
@@ -420,16 +444,29 @@ def test_every_option_name_is_a_function_of_that_name():
     assert all(f.__name__ == name for name, f in model_lib.LOSSES.items())
 
 
-def test_holdout_hits_rank_like_recall_visited_and_oov_excluded():
+def test_holdout_ranks_rank_like_recall_visited_and_oov_excluded():
     # 4 catalog items + 1 OOV bucket (index 4). Scores, best first: 4 (OOV), 0, 1, 2, 3.
-    scores = tf.constant([[5.0, 4.0, 3.0, 2.0, 9.0]] * 4)
-    labels = tf.constant([2, 2, 1, 4], tf.int64)
+    scores = tf.constant([[5.0, 4.0, 3.0, 2.0, 9.0]] * 5 + [[1.0, 2.0, 2.0, 2.0, 0.0]] * 2)
+    labels = tf.constant([2, 2, 1, 4, 0, 2, 1], tf.int64)
     visited = tf.constant(
-        [[PAD, PAD], [0, 1], [PAD, PAD], [PAD, PAD]],
+        [[PAD, PAD], [0, 1], [PAD, PAD], [PAD, PAD], [0, PAD], [PAD, PAD], [PAD, PAD]],
         tf.int64,
     )
     excluded = model_lib.history_mask(visited, 5)
-    got = model_lib.holdout_hits(scores, labels, excluded, vocab_size=4, k=2).numpy()
-    # Row 0: ranking 0, 1 | 2 -> miss (the OOV bucket does not take a place).
-    # Row 1: 0 and 1 visited -> 2, 3 -> hit. Row 2: 0, 1 -> hit. Row 3: OOV label -> miss.
-    assert got.tolist() == [False, True, True, False]
+    ranks = model_lib.holdout_ranks(scores, labels, excluded, vocab_size=4).numpy()
+    # Row 0: 0, 1 ahead of 2 (the OOV bucket takes no place). Row 1: 0 and 1 visited -> first.
+    # Row 2: second. Row 3: an OOV label, row 4: a visited label, are never ranked.
+    # Rows 5-6: items 1, 2, 3 tie; the lower index goes first, as Recall orders them.
+    never = model_lib.NOT_RANKED
+    assert ranks.tolist() == [3, 1, 2, never, never, 2, 1]
+    metrics = {k: v.numpy() for k, v in model_lib.holdout_metrics(tf.constant(ranks)).items()}
+    np.testing.assert_array_equal(metrics["hit_rate_at_50"], [1, 1, 1, 0, 0, 1, 1])
+    np.testing.assert_allclose(
+        metrics["ndcg_at_10"], [0.5, 1.0, 1 / np.log2(3), 0.0, 0.0, 1 / np.log2(3), 1.0], rtol=1e-6
+    )
+    # Beyond 10 NDCG@10 is 0; beyond the blessing K, HR is 0.
+    far = {
+        k: v.numpy() for k, v in model_lib.holdout_metrics(tf.constant([11, 51], tf.int64)).items()
+    }
+    assert far["ndcg_at_10"].tolist() == [0.0, 0.0]
+    assert far["hit_rate_at_50"].tolist() == [1.0, 0.0]

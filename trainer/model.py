@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from offline_recall.components.contracts import BLESSING_K, EARLY_STOPPING_METRIC
+from offline_recall.components.contracts import (
+    BLESSING_K,
+    BLESSING_METRIC,
+    EARLY_STOPPING_METRICS,
+    metric_key,
+)
 from offline_recall.trainer import encoders, losses, options
 from offline_recall.trainer import features as F
 
 ITEM_EMBEDDINGS = "item_embeddings"
 USER_EMBEDDINGS = "user_embeddings"
+# The rank of a held-out item Recall could never return: beyond every cut-off.
+NOT_RANKED = 2**62
 
 # The registered name of each encoder and loss is its function's name (see trainer/options.py).
 ENCODERS = {name: getattr(encoders, name) for name in options.ENCODERS}
@@ -137,32 +144,46 @@ def learning_rate(params: dict):
     )
 
 
-def holdout_hits(
-    scores: tf.Tensor, labels: tf.Tensor, excluded: tf.Tensor, vocab_size: int, k: int
+def holdout_ranks(
+    scores: tf.Tensor, labels: tf.Tensor, excluded: tf.Tensor, vocab_size: int
 ) -> tf.Tensor:
-    """Whether each held-out item ranks in the top k among the items Recall would return.
+    """The 1-based rank of each held-out item among the items Recall would return.
 
     Ranks as Recall and Evaluate do: only catalog items (OOV buckets are no items, and an OOV
-    label is a miss), with every visited item excluded.
+    label is never ranked), with every visited item excluded, ties going to the lower index.
 
     Args:
         scores: [batch, num_classes] logits.
         labels: [batch] int64 held-out item indices.
         excluded: [batch, num_classes] bool, the row's visited items.
         vocab_size: the catalog size; indices from it on are OOV buckets.
-        k: the cut-off.
 
     Returns:
-        [batch] bool.
+        [batch] int64; a label Recall could never return (OOV or visited) gets NOT_RANKED.
     """
     columns = tf.range(tf.shape(scores, out_type=tf.int64)[1])[tf.newaxis, :]
-    ranked = tf.where(
-        tf.logical_or(excluded, columns >= vocab_size), tf.fill(tf.shape(scores), -1e9), scores
+    allowed = tf.logical_and(tf.logical_not(excluded), columns < vocab_size)
+    label_scores = tf.gather(scores, labels, batch_dims=1)[:, tf.newaxis]
+    ahead = tf.logical_or(
+        scores > label_scores,
+        tf.logical_and(tf.equal(scores, label_scores), columns < labels[:, tf.newaxis]),
     )
-    in_top = tf.math.in_top_k(
-        targets=tf.cast(labels, tf.int32), predictions=ranked, k=min(k, vocab_size)
-    )
-    return tf.logical_and(in_top, labels < vocab_size)
+    rank = 1 + tf.reduce_sum(tf.cast(tf.logical_and(ahead, allowed), tf.int64), axis=1)
+    rankable = tf.logical_and(labels < vocab_size, tf.gather(allowed, labels, batch_dims=1))
+    return tf.where(rankable, rank, tf.constant(NOT_RANKED, tf.int64))
+
+
+def holdout_metrics(ranks: tf.Tensor) -> dict[str, tf.Tensor]:
+    """Per-row early-stopping metrics from `holdout_ranks`: {name: [batch] float32}.
+
+    `hit_rate_at_K` (the blessing K) and `ndcg_at_10`, as Evaluate computes them for one target.
+    """
+    ranks_f = tf.cast(ranks, tf.float32)
+    ndcg = tf.where(ranks <= 10, tf.math.log(2.0) / tf.math.log(ranks_f + 1.0), 0.0)
+    return {
+        EARLY_STOPPING_METRICS[BLESSING_METRIC]: tf.cast(ranks <= BLESSING_K, tf.float32),
+        EARLY_STOPPING_METRICS[metric_key("ndcg", 10)]: ndcg,
+    }
 
 
 class LazyAdamOptimizer(tf.compat.v1.train.AdamOptimizer):
@@ -236,8 +257,9 @@ def model_fn(features, labels, mode, params):
     Returns:
         EstimatorSpec; predictions hold `user_vector` [batch, embedding_dim]. Training minimises
         the chosen loss; evaluation reports the exact full-softmax loss of each history's next
-        item and EARLY_STOPPING_METRIC, HR at the blessing K ranked as Recall ranks: catalog
-        items only, the user's visited items (`visited_idx` when given) excluded.
+        item and the holdout metrics of `holdout_metrics` (HR at the blessing K, NDCG@10), ranked as
+        Recall ranks: catalog items only, the user's visited items (`visited_idx` when given)
+        excluded.
     """
     training = mode == tf.estimator.ModeKeys.TRAIN
     num_classes = params["num_classes"]
@@ -288,18 +310,15 @@ def model_fn(features, labels, mode, params):
         # Exclude what Evaluate excludes: every visited item, not only the truncated history.
         visited = features.get(F.VISITED_IDX)
         excluded = encoders.dense_history(visited) if visited is not None else history
-        hits = holdout_hits(
-            scores,
-            labels,
-            history_mask(excluded, num_classes),
-            params["vocab_size"],
-            BLESSING_K,
+        ranks = holdout_ranks(
+            scores, labels, history_mask(excluded, num_classes), params["vocab_size"]
         )
         return tf.estimator.EstimatorSpec(
             mode,
             loss=loss,
             eval_metric_ops={
-                EARLY_STOPPING_METRIC: tf.compat.v1.metrics.mean(tf.cast(hits, tf.float32))
+                name: tf.compat.v1.metrics.mean(values)
+                for name, values in holdout_metrics(ranks).items()
             },
         )
 

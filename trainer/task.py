@@ -14,6 +14,7 @@ import time
 import tensorflow as tf
 import tensorflow_transform as tft
 
+from offline_recall.components.contracts import EARLY_STOPPING_METRICS
 from offline_recall.pipeline.config import TrainerParams
 from offline_recall.trainer import export, hparams, inputs, training, warm_start
 from offline_recall.trainer import features as F
@@ -162,6 +163,7 @@ def run_fn(fn_args) -> None:
         ),
         patience=config.early_stopping_patience,
         max_seconds=config.max_train_seconds,
+        metric=EARLY_STOPPING_METRICS[config.early_stopping_metric],
         warm_start_from=warm,
     )
     model_uri = setup.export(result.estimator, result.checkpoint, fn_args.serving_model_dir)

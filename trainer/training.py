@@ -12,7 +12,7 @@ import time
 
 import tensorflow as tf
 
-from offline_recall.components.contracts import EARLY_STOPPING_METRIC
+from offline_recall.components.contracts import EARLY_STOPPING_METRICS
 from offline_recall.trainer import model as model_lib
 
 # A checkpoint only where the loop asks for one (the end of a chunk), never on a timer.
@@ -61,12 +61,13 @@ def fit(
     eval_every_epochs: int,
     patience: int,
     max_seconds: float | None,
+    metric: str,
     warm_start_from: tf.estimator.WarmStartSettings | None = None,
 ) -> FitResult:
     """Trains for up to `max_epochs`, in chunks of `eval_every_epochs`, with early stopping.
 
-    After each chunk it evaluates on the holdout and keeps the checkpoint with the best
-    EARLY_STOPPING_METRIC; it stops once that has not improved for `patience` evaluations, or
+    After each chunk it evaluates on the holdout and keeps the checkpoint with the best `metric`;
+    it stops once that has not improved for `patience` evaluations, or
     once `max_seconds` of training have passed. Without a holdout (`eval_input` None) or with
     `patience` 0 it trains all epochs in one chunk.
 
@@ -80,6 +81,8 @@ def fit(
         eval_every_epochs: epochs per chunk when stopping early.
         patience: evaluations without improvement before stopping (0 = never stop early).
         max_seconds: a training time budget, checked after each evaluation.
+        metric: the holdout metric to maximise, an evaluation name of
+            `contracts.EARLY_STOPPING_METRICS`; every one of them is recorded in the history.
         warm_start_from: where the first chunk's variables start from (later chunks restore
             their own checkpoints); None = the model's initializers.
     """
@@ -103,11 +106,11 @@ def fit(
             "epochs": epochs_done,
             "seconds": round(time.time() - started, 1),
             "eval_loss": float(result["loss"]),
-            EARLY_STOPPING_METRIC: float(result[EARLY_STOPPING_METRIC]),
+            **{name: float(result[name]) for name in EARLY_STOPPING_METRICS.values()},
         }
         history.append(point)
         logging.info("trainer: %s", point)
-        if best is None or point[EARLY_STOPPING_METRIC] > best[0][EARLY_STOPPING_METRIC]:
+        if best is None or point[metric] > best[0][metric]:
             best, stale = (point, estimator.latest_checkpoint()), 0
         else:
             stale += 1
