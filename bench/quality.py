@@ -33,6 +33,7 @@ import json
 import math
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -224,6 +225,9 @@ def main() -> int:
             out = os.path.join(args.work, f"{args.target}-{name}-{seed}")
             config = json.loads(json.dumps(overrides))
             config.setdefault("trainer", {})["seed"] = seed
+            # A run into an older run's folder would be judged against that run's release.
+            if os.path.exists(out):
+                shutil.rmtree(out)
             run_started = time.time()
             code, stderr = run_pipeline(train_path, out, config, f"{out}.json")
             if code not in (0, 3):
