@@ -239,6 +239,8 @@ def main() -> int:
             # only when it was published.
             lists = read_recalls(os.path.join(out, "published", "recalls")) if code == 0 else {}
             users = per_user_metrics(lists, targets, catalog)
+            # Per-user figures, in the targets' order, for paired comparisons across commands.
+            np.savez(f"{out}.users.npz", **users)
             runs.append(users)
             seed_ndcg.append(users["ndcg@10"].mean())
             details.append(

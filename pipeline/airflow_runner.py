@@ -16,8 +16,6 @@ green and the skip is visible; 2 (bad input), 1 and interrupts fail, and are ret
 
 from __future__ import annotations
 
-import sys
-
 from offline_recall.pipeline.config import Config
 
 DAG_TEMPLATE = '''"""offline-recall daily DAG (written by `offline-recall compile --target airflow`).
@@ -34,19 +32,22 @@ from airflow import DAG
 from airflow.operators.bash import BashOperator
 
 DAG_ID = {dag_id!r}
-# The run's input, output folder and interpreter; the output folder also holds ML Metadata.
+# The run's input and output folder (paths on the worker, or object-store URIs); the output
+# folder also holds ML Metadata. The worker runs `offline-recall` from its PATH (install the
+# package in the workers' environment, or run this command in the image with a
+# KubernetesPodOperator).
 INPUT = {input_base!r}  # empty: the built-in synthetic log
 OUTPUT = {output_dir!r} or os.path.join(
     os.environ.get("AIRFLOW_HOME", os.path.expanduser("~/airflow")), "offline-recall", "output"
 )
-PYTHON = {python!r}
+COMMAND_NAME = "offline-recall"
 CONFIG_JSON = {config_json!r}
 BEAM_ARGS = {beam_args!r}
 CATCHUP = {catchup!r}
 
 COMMAND = (
     "printf %s " + shlex.quote(CONFIG_JSON) + " | "
-    + shlex.quote(PYTHON) + " -m offline_recall.pipeline.cli run --config -"
+    + COMMAND_NAME + " run --config -"
     + " --output " + shlex.quote(OUTPUT)
     + (" --input " + shlex.quote(INPUT) if INPUT else "")
     # Airflow's run date is the run's: the day folder it ends at, the events it keeps.
@@ -83,7 +84,6 @@ def render_dag(
     config: Config,
     beam_args: list[str] | None = None,
     catchup: bool = False,
-    python: str = sys.executable,
 ) -> str:
     """Returns the text of the Airflow DAG file.
 
@@ -93,13 +93,11 @@ def render_dag(
         config: the run config, embedded in the file.
         beam_args: Beam options for the run.
         catchup: whether Airflow backfills the days since start_date.
-        python: the interpreter that has offline-recall installed.
     """
     return DAG_TEMPLATE.format(
         dag_id=config.pipeline_name,
         input_base=input_base,
         output_dir=output_dir,
-        python=python,
         config_json=config.to_json(),
         beam_args=list(beam_args or []),
         catchup=catchup,

@@ -71,7 +71,14 @@ def _parser() -> argparse.ArgumentParser:
         "$AIRFLOW_HOME/offline-recall/output)",
     )
     compile_.add_argument(
-        "--image", help="kubeflow: the container every task runs (default offline-recall:latest)"
+        "--image",
+        help="kubeflow (required): the container every task runs, with a tag or digest",
+    )
+    compile_.add_argument(
+        "--local",
+        action="store_true",
+        help="kubeflow: allow local paths for --input/--output-dir/--pipeline-root (a package "
+        "that runs on this machine); without it they must be object-store URIs",
     )
     compile_.add_argument(
         "--catchup",

@@ -19,8 +19,6 @@ from tfx import v1 as tfx
 from offline_recall.pipeline.config import Config
 from offline_recall.pipeline.pipeline import create_pipeline
 
-# The image when --image is not given: what `make image` builds by default.
-DEFAULT_IMAGE = "offline-recall:latest"
 # The runtime parameters of a compiled package.
 INPUT_BASE_PARAMETER = "input_base"
 OUTPUT_DIR_PARAMETER = "output_dir"
@@ -34,7 +32,8 @@ def compile_pipeline(
     pipeline_root: str,
     config: Config,
     beam_args: list[str] | None = None,
-    image: str = DEFAULT_IMAGE,
+    *,
+    image: str,
 ) -> str:
     """Writes the KFP v2 pipeline spec to `output_file` (YAML for .yaml/.yml, else JSON).
 
@@ -42,7 +41,8 @@ def compile_pipeline(
         output_file: the package to write.
         input_base: the default of the `input_base` runtime parameter.
         output_dir: the default of the `output_dir` runtime parameter.
-        pipeline_root: where TFX writes artifacts (gs://... on a cluster).
+        pipeline_root: where TFX writes artifacts (gs://... on a cluster); the package's
+            `defaultPipelineRoot`.
         config: the run config, compiled into each component.
         beam_args: Beam options of every Beam stage.
         image: the container every task runs (see the Dockerfile).
@@ -77,6 +77,7 @@ def compile_pipeline(
             OUTPUT_DIR_PARAMETER: output_dir,
             RUN_DATE_PARAMETER: "",
         },
+        pipeline_root,
     )
     text = (
         yaml.safe_dump(spec, sort_keys=False)
@@ -90,14 +91,17 @@ def compile_pipeline(
     return output_file
 
 
-def pipeline_spec_of(job: dict, defaults: dict[str, str]) -> dict:
+def pipeline_spec_of(job: dict, defaults: dict[str, str], pipeline_root: str) -> dict:
     """The PipelineSpec of a Vertex PipelineJob, in the form open-source KFP reads.
 
     Args:
         job: what KubeflowV2DagRunner wrote.
         defaults: {runtime parameter: default value}, set on the root's input parameters.
+        pipeline_root: the package's `defaultPipelineRoot` (Vertex keeps it in the job's
+            runtime config, which the package drops; a KFP run uses it unless told otherwise).
     """
     spec = job["pipelineSpec"]
+    spec["defaultPipelineRoot"] = pipeline_root
     _modernize(spec)
     root_parameters = spec["root"].setdefault("inputDefinitions", {}).setdefault("parameters", {})
     for name, value in defaults.items():

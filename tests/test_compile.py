@@ -6,18 +6,88 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from offline_recall.pipeline.pipeline import STAGES
+
+IMAGE = "registry.example/offline-recall:0.1.0"
+# What a cluster package needs: an image with a tag, object-store input, output and root.
+CLUSTER = (
+    "--image",
+    IMAGE,
+    "--input",
+    "gs://bucket/clicks",
+    "--output-dir",
+    "gs://bucket/out",
+    "--pipeline-root",
+    "gs://bucket/pipeline-root",
+)
 
 
 def _compile(cli, target, output, *extra):
     return cli("compile", "--target", target, "--output", str(output), *extra, timeout=600)
 
 
+@pytest.mark.parametrize(
+    "target, args, says",
+    [
+        ("kubeflow", ("--input", "gs://b/in", "--output-dir", "gs://b/o"), "--image is required"),
+        ("kubeflow", ("--image", "offline-recall", "--local"), "needs a tag or a digest"),
+        ("kubeflow", ("--image", "localhost:5000/offline-recall", "--local"), "tag or a digest"),
+        ("kubeflow", ("--image", IMAGE), "--input must be an object-store URI"),
+        (
+            "kubeflow",
+            ("--image", IMAGE, "--input", "gs://b/in", "--output-dir", "/data/out"),
+            "--output-dir must be an object-store URI",
+        ),
+        (
+            "kubeflow",
+            ("--image", IMAGE, "--input", "gs://b/in", "--output-dir", "s3://b/o"),
+            "--pipeline-root must be an object-store URI",
+        ),
+        (
+            "kubeflow",
+            (*CLUSTER[:6], "--pipeline-root", "file:///tmp/root"),
+            "--pipeline-root must be an object-store URI",
+        ),
+        ("kubeflow", (*CLUSTER, "--catchup"), "--catchup applies to --target airflow only"),
+        ("airflow", ("--image", IMAGE), "--image applies to --target kubeflow only"),
+        (
+            "airflow",
+            ("--pipeline-root", "gs://b/r"),
+            "--pipeline-root applies to --target kubeflow",
+        ),
+        ("airflow", ("--local",), "--local applies to --target kubeflow only"),
+        ("airflow", ("--input", "relative/clicks"), "must be absolute or an object-store URI"),
+    ],
+)
+def test_compile_refuses_what_would_not_run_with_one_line(tmp_path, cli, target, args, says):
+    output = tmp_path / "package.yaml"
+    result = _compile(cli, target, output, *args)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0], result.stderr
+    assert not output.exists()
+
+
+def test_image_tags_and_digests_are_told_from_registry_ports():
+    from offline_recall.pipeline import compile as compile_lib
+
+    for image in (
+        "offline-recall:0.1.0",
+        "localhost:5000/x/offline-recall:v1",
+        f"x@sha256:{'a' * 64}",
+    ):
+        assert compile_lib.check_image(image) == image
+    for image in ("offline-recall", "localhost:5000/offline-recall", "x@sha256:short", ""):
+        with pytest.raises(compile_lib.CompileError):
+            compile_lib.check_image(image)
+
+
 def test_kubeflow_spec_has_every_stage_and_refits_after_evaluate(tmp_path, cli):
     config = tmp_path / "refit.json"
     config.write_text(json.dumps({"trainer": {"refit_on_holdout": True}}))
-    result = _compile(cli, "kubeflow", tmp_path / "kfp.json", "--config", str(config))
+    result = _compile(cli, "kubeflow", tmp_path / "kfp.json", "--config", str(config), *CLUSTER)
     assert result.returncode == 0, result.stderr
     spec = json.loads((tmp_path / "kfp.json").read_text())
     tasks = spec["root"]["dag"]["tasks"]
@@ -31,7 +101,9 @@ def test_kubeflow_spec_has_every_stage_and_refits_after_evaluate(tmp_path, cli):
 def test_without_refit_there_is_no_refit_stage(tmp_path, cli):
     config = tmp_path / "no_refit.json"
     config.write_text(json.dumps({"trainer": {"refit_on_holdout": False}}))
-    result = _compile(cli, "kubeflow", tmp_path / "kfp.json", "--config", str(config))
+    result = _compile(
+        cli, "kubeflow", tmp_path / "kfp.json", "--config", str(config), "--image", IMAGE, "--local"
+    )
     assert result.returncode == 0, result.stderr
     tasks = json.loads((tmp_path / "kfp.json").read_text())["root"]["dag"]["tasks"]
     assert set(tasks) == set(STAGES) - {"Refit"}
@@ -40,22 +112,11 @@ def test_without_refit_there_is_no_refit_stage(tmp_path, cli):
 
 def test_kubeflow_package_loads_in_kfp_runs_the_image_and_names_no_local_path(tmp_path, cli):
     package = tmp_path / "offline-recall.yaml"
-    image = "registry.example/offline-recall:0.1.0"
-    result = _compile(
-        cli,
-        "kubeflow",
-        package,
-        "--image",
-        image,
-        "--input",
-        "gs://bucket/clicks",
-        "--output-dir",
-        "gs://bucket/out",
-        "--pipeline-root",
-        "gs://bucket/root",
-    )
+    image = IMAGE
+    result = _compile(cli, "kubeflow", package, *CLUSTER)
     assert result.returncode == 0, result.stderr
     text = package.read_text()
+    assert yaml.safe_load(text)["defaultPipelineRoot"] == "gs://bucket/pipeline-root"
     for local in (str(tmp_path), os.getcwd(), os.path.expanduser("~"), "/tmp/", "site-packages"):
         assert local not in text, local
     check = (
@@ -119,6 +180,11 @@ def test_airflow_dag_parses_fast_without_tensorflow(tmp_path, cli):
     assert facts["retries"] >= 1 and facts["retry_delay"] > 0
     assert str(tmp_path / "out") in facts["command"] and "--config -" in facts["command"]
     assert "--date {{ ds }}" in facts["command"]
+    # The worker's own `offline-recall`, never this machine's interpreter or checkout.
+    assert facts["command"].split(" | ")[1].startswith("offline-recall run ")
+    text = dag_file.read_text()
+    for local in (sys.executable, sys.prefix, os.getcwd()):
+        assert local not in text, local
 
 
 @pytest.mark.e2e
@@ -143,6 +209,8 @@ def test_airflow_dags_test_runs_the_pipeline_and_publishes(tmp_path, cli, small_
     )
     assert result.returncode == 0, result.stderr
     env = _airflow_env(tmp_path, dags)
+    # The worker's PATH holds the installed `offline-recall`, as on an Airflow worker.
+    env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
     airflow = [sys.executable, "-m", "airflow"]
     migrate = subprocess.run(
         [*airflow, "db", "migrate"], capture_output=True, text=True, timeout=600, env=env
