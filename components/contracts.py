@@ -81,6 +81,11 @@ RELEASES_DIR = "releases"
 LATEST_FILE = "LATEST"
 PUBLISHED_LINK = "published"
 MANIFEST_FILE = "manifest.json"
+# A release's item vectors as a faiss IndexFlatIP (row i = row i of ITEM_INDEX_IDS_FILE), for
+# online serving that searches the same index Recall's exact search implements.
+ITEM_INDEX_DIR = "item_index"
+ITEM_INDEX_FILE = "index.faiss"
+ITEM_INDEX_IDS_FILE = "item_ids.parquet"
 RELEASE_MODEL_DIR = "user_model"  # the serving SavedModel, in a release
 LOGS_DIR = "logs"
 # run_summary.json's `status`.

@@ -5,6 +5,7 @@ import json
 import os
 import uuid
 
+import faiss
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -212,3 +213,66 @@ def test_copying_a_table_streams_it_in_bounded_row_groups(tmp_path, root):
     assert copied.read().equals(table.select(["user_id", "scores"]))
     with pytest.raises(ValueError, match="has no column 'item_ids'"):
         common.copy_parquet_columns(src, dst, ["user_id", "item_ids"])
+
+
+def test_release_item_index_searches_to_the_published_recalls(tmp_path):
+    # Recall's own exact search, with nothing visited, must equal a search of the release's
+    # faiss index by the published user vectors: online serving gets the same lists.
+    from offline_recall.components.recall import exact
+
+    rng = np.random.default_rng(5)
+    items = rng.normal(size=(400, 9)).astype(np.float32)
+    users = rng.normal(size=(30, 9)).astype(np.float32)
+    item_ids = [f"item {i}" for i in range(400)]
+    user_ids = [f"user {u}" for u in range(30)]
+    index, scores = exact.top_n_excluding(
+        exact.build_catalog(items, 64), users, [[]] * len(users), 20
+    )
+    src = tmp_path / "src"
+    src.mkdir()
+    common.write_parquet(
+        pa.table(
+            {
+                "user_id": user_ids,
+                "item_ids": [[item_ids[i] for i in row] for row in index],
+                "scores": [list(map(float, row)) for row in scores],
+                "held_out_item": [""] * len(users),
+            }
+        ),
+        str(src / "recalls.parquet"),
+    )
+    common.write_parquet(
+        pa.table({"user_id": user_ids, "vector": [list(map(float, u)) for u in users]}),
+        str(src / "uv.parquet"),
+    )
+    table = pa.table(
+        {
+            "item_index": list(range(400)),
+            "item_id": item_ids,
+            "vector": [list(map(float, v)) for v in items],
+            "count": [1] * 400,
+        }
+    )
+    out = str(tmp_path / "out")
+    release = logic.publish_release(
+        out,
+        "r1",
+        [str(src / "recalls.parquet")],
+        [str(src / "uv.parquet")],
+        table,
+        {},
+        {"run_date": None},
+        keep_releases=1,
+    )["release"]
+    manifest = common.read_json(os.path.join(release, "manifest.json"))
+    assert {"item_index/index.faiss", "item_index/item_ids.parquet"} <= set(manifest["files"])
+    flat, ids = logic.read_item_index(os.path.join(release, "item_index"))
+    assert isinstance(flat, faiss.IndexFlatIP) and flat.ntotal == 400
+    published = common.read_parquet(os.path.join(release, "user_vectors", "part-00000.parquet"))
+    vectors = np.array(published.column("vector").to_pylist(), np.float32)
+    got_scores, got = flat.search(vectors, 20)
+    recalls = common.read_parquet(os.path.join(release, "recalls", "part-00000.parquet"))
+    assert [[ids[i] for i in row] for row in got] == recalls.column("item_ids").to_pylist()
+    np.testing.assert_allclose(
+        got_scores, recalls.column("scores").to_pylist(), rtol=1e-5, atol=1e-5
+    )

@@ -3,6 +3,7 @@
 Layout under the output folder (local, gs://, s3://: every file goes through tf.io.gfile):
     releases/<run_id>/{recalls,user_vectors,item_vectors}/*.parquet   the tables
     releases/<run_id>/user_model/                 the serving SavedModel (history -> user_vector)
+    releases/<run_id>/item_index/{index.faiss, item_ids.parquet}  (faiss IndexFlatIP + id map)
     releases/<run_id>/metrics.json, manifest.json  (manifest: every file's bytes, sha256, rows)
     LATEST                                         {"run_id", "release", "published_at"}
     published -> releases/<run_id>                 (local only: a convenience symlink)
@@ -18,6 +19,8 @@ import hashlib
 import json
 import os
 
+import faiss
+import numpy as np
 import pyarrow as pa
 import tensorflow as tf
 
@@ -30,6 +33,33 @@ from offline_recall.trainer import export
 
 class PublishError(RuntimeError):
     """The output folder is not in a state publishing can safely switch."""
+
+
+def write_item_index(item_vectors: pa.Table, folder: str) -> None:
+    """Writes the item vectors as a faiss IndexFlatIP and its id map (row i = faiss id i).
+
+    Searching it with a published user vector scores items exactly as Recall did (the inner
+    product of the published vectors), before Recall's exclusion of visited items.
+    """
+    vectors = np.asarray(
+        item_vectors.column(C.VECTOR_COLUMN).combine_chunks().flatten().to_numpy(), np.float32
+    ).reshape(item_vectors.num_rows, -1)
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    index.add(vectors)
+    tf.io.gfile.makedirs(folder)
+    with tf.io.gfile.GFile(os.path.join(folder, C.ITEM_INDEX_FILE), "wb") as f:
+        f.write(faiss.serialize_index(index).tobytes())
+    common.write_parquet(
+        item_vectors.select([C.ITEM_ID_COLUMN]), os.path.join(folder, C.ITEM_INDEX_IDS_FILE)
+    )
+
+
+def read_item_index(folder: str) -> tuple[faiss.Index, list[str]]:
+    """(the faiss index, item id of each faiss id) of a release's `item_index/`."""
+    with tf.io.gfile.GFile(os.path.join(folder, C.ITEM_INDEX_FILE), "rb") as f:
+        index = faiss.deserialize_index(np.frombuffer(f.read(), np.uint8))
+    ids = common.read_parquet(os.path.join(folder, C.ITEM_INDEX_IDS_FILE))
+    return index, ids.column(C.ITEM_ID_COLUMN).to_pylist()
 
 
 def copy_parquet(src_files: list[str], dst_dir: str, columns: tuple[str, ...]) -> int:
@@ -211,6 +241,7 @@ def publish_release(
         os.path.join(release, C.ITEM_VECTORS_DIR, f"part-00000{C.PARQUET_SUFFIX}"),
     )
     counts[C.ITEM_VECTORS_DIR] = item_vectors.num_rows
+    write_item_index(item_vectors, os.path.join(release, C.ITEM_INDEX_DIR))
     if serving_model_dir:
         common.copy_tree(serving_model_dir, os.path.join(release, C.RELEASE_MODEL_DIR))
     if warm_start_dir and tf.io.gfile.isdir(warm_start_dir):
