@@ -2,7 +2,7 @@
 
 offline-recall run --output DIR [--input PATH] [--date YYYY-MM-DD] [--config FILE] [-- beam args]
 offline-recall compile --target kubeflow|airflow --output FILE [--input URI] [--output-dir URI]
-    [--pipeline-root URI] [--image IMG] [--config FILE]
+    [--pipeline-root URI] [--image IMG] [--local] [--catchup] [--config FILE] [-- beam args]
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser(
         "run",
+        usage="offline-recall run --output DIR [--input PATH] [--date YYYY-MM-DD] "
+        "[--config FILE] [-- BEAM_ARGS ...]",
         help="run the whole pipeline locally (LocalDagRunner, Beam DirectRunner)",
         description="Run the whole pipeline with LocalDagRunner. Arguments after `--` go to Beam.",
     )
@@ -58,7 +60,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     compile_ = sub.add_parser(
-        "compile", help="write a Kubeflow v2 JSON spec or an Airflow DAG file"
+        "compile",
+        usage="offline-recall compile --target {kubeflow,airflow} --output FILE [options] "
+        "[-- BEAM_ARGS ...]",
+        help="write a Kubeflow Pipelines v2 package or an Airflow DAG file",
+        description="Write the pipeline for a cluster: a KFP v2 package (pipeline spec IR; YAML "
+        "for .yaml/.yml, JSON otherwise) whose every task runs --image, or an Airflow DAG file "
+        "whose one task runs `offline-recall run` on a worker. Arguments after `--` go to every "
+        "Beam stage. A missing or inapplicable option is exit 2.",
     )
     compile_.add_argument("--target", required=True, choices=["kubeflow", "airflow"])
     compile_.add_argument("--output", required=True, help="the file to write")
