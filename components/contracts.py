@@ -144,7 +144,9 @@ def metric_key(name: str, k: int) -> str:
 BLESSING_METRIC = metric_key("hr", BLESSING_K)
 # The trainer's holdout metrics for early stopping (`trainer.early_stopping_metric`), by their
 # metrics.json key: the name each has in the Estimator's evaluation and the train summary.
+EARLY_STOPPING_NDCG_K = 10
+EARLY_STOPPING_NDCG = metric_key("ndcg", EARLY_STOPPING_NDCG_K)
 EARLY_STOPPING_METRICS = {
     BLESSING_METRIC: f"hit_rate_at_{BLESSING_K}",
-    metric_key("ndcg", 10): "ndcg_at_10",
+    EARLY_STOPPING_NDCG: f"ndcg_at_{EARLY_STOPPING_NDCG_K}",
 }

@@ -52,23 +52,28 @@ def check_image(image: str | None) -> str:
     return image
 
 
+def _flag(option: str) -> str:
+    """The command-line spelling of an argparse option name."""
+    return "--" + option.replace("_", "-")
+
+
 def check_args(args) -> None:
     """Raises CompileError for an option that does not apply to, or would not run on, the target."""
     for option, target in _ONLY_FOR.items():
         if getattr(args, option, None) and args.target != target:
-            flag = "--" + option.replace("_", "-")
-            raise CompileError(f"{flag} applies to --target {target} only, not {args.target}")
+            raise CompileError(
+                f"{_flag(option)} applies to --target {target} only, not {args.target}"
+            )
     if args.target == "kubeflow":
         check_image(args.image)
         if args.local:
             return
         for option in ("input", "output_dir", "pipeline_root"):
             value = getattr(args, option)
-            flag = "--" + option.replace("_", "-")
             if not value or not is_object_store(value):
                 got = f" (got {value!r})" if value else ""
                 raise CompileError(
-                    f"{flag} must be an object-store URI (gs://, s3://...) for --target "
+                    f"{_flag(option)} must be an object-store URI (gs://, s3://...) for --target "
                     f"kubeflow{got}: its tasks do not see this machine's files; pass --local "
                     "for a package that runs here"
                 )
@@ -76,9 +81,8 @@ def check_args(args) -> None:
         for option in ("input", "output_dir"):
             value = getattr(args, option)
             if value and not is_object_store(value) and not os.path.isabs(value):
-                flag = "--" + option.replace("_", "-")
                 raise CompileError(
-                    f"{flag} {value!r} must be absolute or an object-store URI: the DAG runs on "
+                    f"{_flag(option)} {value!r} must be absolute or an object-store URI: the DAG runs on "
                     "a worker, not in this folder"
                 )
 

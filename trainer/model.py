@@ -8,7 +8,8 @@ from offline_recall.components.contracts import (
     BLESSING_K,
     BLESSING_METRIC,
     EARLY_STOPPING_METRICS,
-    metric_key,
+    EARLY_STOPPING_NDCG,
+    EARLY_STOPPING_NDCG_K,
 )
 from offline_recall.trainer import encoders, losses, options
 from offline_recall.trainer import features as F
@@ -179,10 +180,12 @@ def holdout_metrics(ranks: tf.Tensor) -> dict[str, tf.Tensor]:
     `hit_rate_at_K` (the blessing K) and `ndcg_at_10`, as Evaluate computes them for one target.
     """
     ranks_f = tf.cast(ranks, tf.float32)
-    ndcg = tf.where(ranks <= 10, tf.math.log(2.0) / tf.math.log(ranks_f + 1.0), 0.0)
+    ndcg = tf.where(
+        ranks <= EARLY_STOPPING_NDCG_K, tf.math.log(2.0) / tf.math.log(ranks_f + 1.0), 0.0
+    )
     return {
         EARLY_STOPPING_METRICS[BLESSING_METRIC]: tf.cast(ranks <= BLESSING_K, tf.float32),
-        EARLY_STOPPING_METRICS[metric_key("ndcg", 10)]: ndcg,
+        EARLY_STOPPING_METRICS[EARLY_STOPPING_NDCG]: ndcg,
     }
 
 
