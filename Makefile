@@ -10,16 +10,16 @@ PY := $(VENV)/bin/python
 PIP_LOG := $(VENV)/pip.log
 QUIET_PIP = > $(PIP_LOG) 2>&1 || { grep -v "^WARNING: Location" $(PIP_LOG); exit 1; }
 
-.PHONY: install lint format test test-all clean image
+.PHONY: install lint format test test-all clean image wheels
 
 IMAGE ?= offline-recall:$(shell $(PYTHON) setup.py --version 2>/dev/null || echo latest)
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: setup.py constraints.txt requirements.txt
+$(VENV)/.installed: setup.py constraints.txt requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -U pip wheel 'setuptools<70' $(QUIET_PIP)
-	$(PIP) install -q --ignore-requires-python -r requirements.txt -c constraints.txt $(QUIET_PIP)
+	$(PIP) install -q --ignore-requires-python -r requirements-dev.txt -c constraints.txt $(QUIET_PIP)
 	$(PIP) install -q --ignore-requires-python --no-deps -e . $(QUIET_PIP)
 	$(PY) -c "import offline_recall.pipeline.cli, tfx, tensorflow_transform, faiss, numba"
 	$(PIP) check
@@ -41,9 +41,20 @@ test: install
 test-all: install
 	$(VENV)/bin/pytest -q tests components
 
-# The image Kubeflow tasks and Beam workers run (needs a Docker engine).
-image:
+# The worker image's wheelhouse: offline-recall and every runtime dependency (requirements.txt at
+# the constraints' pins) as wheels, so that `make image` installs with no network. `pip wheel`
+# ignores --ignore-requires-python (tfx says <3.11), so the set is downloaded and the few packages
+# PyPI holds only as sources are built into wheels here.
+wheels: install
+	rm -rf wheelhouse
+	$(PIP) download -q --ignore-requires-python -r requirements.txt -c constraints.txt -d wheelhouse $(QUIET_PIP)
+	find wheelhouse -name '*.tar.gz' -exec $(PIP) wheel -q --no-deps --no-build-isolation -w wheelhouse {} + $(QUIET_PIP)
+	rm -f wheelhouse/*.tar.gz
+	$(PIP) wheel -q --no-deps -w wheelhouse . $(QUIET_PIP)
+
+# The image Kubeflow tasks, Beam workers (Dataflow, Flink) and the CLI run (needs a Docker engine).
+image: wheels
 	docker build -t $(IMAGE) .
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build *.egg-info wheelhouse

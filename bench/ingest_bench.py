@@ -27,7 +27,7 @@ import tensorflow as tf
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from offline_recall.components.ingest import logic, sources
-from offline_recall.pipeline.config import IngestConfig
+from offline_recall.core.config import IngestConfig
 
 
 def make_pipeline(workers: int) -> beam.Pipeline:

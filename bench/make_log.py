@@ -13,8 +13,8 @@ import argparse
 import json
 import sys
 
+from offline_recall.core.config import SyntheticConfig
 from offline_recall.pipeline import synthetic
-from offline_recall.pipeline.config import SyntheticConfig
 
 
 def main() -> int:

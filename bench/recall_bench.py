@@ -43,10 +43,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 
-from offline_recall.components import common  # noqa: E402
-from offline_recall.components import contracts as C  # noqa: E402
 from offline_recall.components.recall import exact  # noqa: E402
-from offline_recall.pipeline.config import RecallConfig  # noqa: E402
+from offline_recall.core import contracts as C  # noqa: E402
+from offline_recall.core import storage
+from offline_recall.core.config import RecallConfig  # noqa: E402
 
 
 def make_data(items: int, dim: int, users: int, norm_skew: float, seed: int = 0):
@@ -73,8 +73,8 @@ def make_data(items: int, dim: int, users: int, norm_skew: float, seed: int = 0)
 def read_vectors(table_dir: str) -> np.ndarray:
     """[rows, dim] float32 from a release table's vector column (all its Parquet files)."""
     parts = []
-    for path in common.parquet_files(table_dir):
-        column = common.read_parquet(path, [C.VECTOR_COLUMN]).column(0).combine_chunks()
+    for path in storage.parquet_files(table_dir):
+        column = storage.read_parquet(path, [C.VECTOR_COLUMN]).column(0).combine_chunks()
         parts.append(np.asarray(column.flatten(), np.float32).reshape(len(column), -1))
     if not parts:
         raise SystemExit(f"--release: no Parquet files in {table_dir}")

@@ -27,8 +27,8 @@ import subprocess
 import sys
 import time
 
+from offline_recall.core.config import SyntheticConfig
 from offline_recall.pipeline import synthetic
-from offline_recall.pipeline.config import SyntheticConfig
 
 FIRST_DAY = datetime.date(2024, 5, 1)
 

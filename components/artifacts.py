@@ -1,7 +1,9 @@
 """Custom artifact types of the pipeline.
 
-Standard types (Examples, Model, ModelBlessing...) are used wherever one fits; these cover what
-TFX has no type for. Names are `<namespace>.<Type>`, the form the Kubeflow v2 compiler requires.
+Standard types (Examples, Model, ModelBlessing, Metrics...) are used wherever one fits; these
+cover what TFX has no type for. Each `TYPE_NAME` is `offline_recall.<Type>`: the Kubeflow v2
+compiler needs `<namespace>.<Type>` as the schema title, and TFX's Kubeflow entrypoint imports the
+title as a class path, which `offline_recall/__init__.py` resolves to the class here.
 """
 
 from tfx.types.artifact import Artifact
@@ -31,11 +33,4 @@ class RecallMetrics(Artifact):
     TYPE_NAME = "offline_recall.Metrics"
 
 
-class ScalarMetrics(Artifact):
-    """The headline metrics as the artifact's float custom properties (hr@50, ndcg@10 ...).
-
-    Its type is KFP's `system.Metrics`, so the Kubeflow UI shows them as scalar metrics; ML
-    Metadata shows the same properties on the artifact.
-    """
-
-    TYPE_NAME = "system.Metrics"
+CUSTOM_TYPES = (Quarantine, StageReport, Recalls, RecallMetrics)

@@ -11,8 +11,8 @@ import os
 
 import tensorflow as tf
 
-from offline_recall.components import common
-from offline_recall.components import contracts as C
+from offline_recall.core import contracts as C
+from offline_recall.core import storage
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,8 +43,8 @@ def list_releases(output_dir: str) -> list[Release]:
         manifest_path = os.path.join(folder, C.MANIFEST_FILE)
         if not tf.io.gfile.exists(manifest_path):
             continue
-        manifest = common.read_json(manifest_path)
-        found.append(Release(name, folder, manifest.get("run_date")))
+        manifest = storage.read_json(manifest_path)
+        found.append(Release(name, folder, manifest["run_date"]))
     return sorted(found, key=Release.order.fget)
 
 
@@ -56,7 +56,7 @@ def previous_release(output_dir: str, run_date: str | None) -> tuple[Release | N
     An undated run (one file, no --date) takes the current release (LATEST).
     """
     if run_date is None:
-        latest = common.read_latest(output_dir)
+        latest = storage.read_latest(output_dir)
         if latest is None:
             return None, "nothing has been published in this output folder yet"
         by_folder = {r.folder: r for r in list_releases(output_dir)}

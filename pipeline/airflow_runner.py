@@ -16,7 +16,7 @@ green and the skip is visible; 2 (bad input), 1 and interrupts fail, and are ret
 
 from __future__ import annotations
 
-from offline_recall.pipeline.config import Config
+from offline_recall.core.config import Config
 
 DAG_TEMPLATE = '''"""offline-recall daily DAG (written by `offline-recall compile --target airflow`).
 

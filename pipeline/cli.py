@@ -23,7 +23,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 warnings.filterwarnings("ignore", category=FutureWarning)
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
-from offline_recall.components import contracts as C  # noqa: E402 - after the TF settings
+# After the TF settings above.
+from offline_recall.core import contracts as C  # noqa: E402
+from offline_recall.core import dates, records, storage  # noqa: E402
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_NOT_BLESSED = 0, 1, 2, 3
 
@@ -56,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--config",
-        help="YAML or JSON file overriding pipeline/config.py's defaults ('-': standard input)",
+        help="YAML or JSON file overriding core/config.py's defaults ('-': standard input)",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     compile_ = sub.add_parser(
@@ -163,7 +165,7 @@ def _setup_logging(log_path: str, stages) -> _ProgressHandler:
 
 def _our_error(exc: BaseException):
     from offline_recall.components.errors import OfflineRecallError
-    from offline_recall.pipeline.config import ConfigError
+    from offline_recall.core.config import ConfigError
 
     seen = set()
     while exc is not None and id(exc) not in seen:
@@ -182,9 +184,8 @@ def _write_failure(
     timings: dict,
     status: str = C.STATUS_FAILED,
 ) -> None:
-    from offline_recall.components import common
 
-    common.write_json(
+    storage.write_json(
         os.path.join(output_dir, C.RUN_SUMMARY_FILE),
         {
             "status": status,
@@ -198,76 +199,79 @@ def _write_failure(
 
 
 def _print_summary(summary: dict, out) -> None:
-    ingest = summary.get("ingest", {})
-    evaluate = summary.get("evaluate", {})
-    model, popular = evaluate.get("model", {}), evaluate.get("popularity", {})
-    out.write(
-        f"ingest: {ingest.get('rows_read')} rows read, {ingest.get('rows_valid')} valid, "
-        f"{ingest.get('rows_quarantined')} quarantined, "
-        f"{ingest.get('duplicates_dropped')} duplicates dropped\n"
+    """Prints a finished run's summary. Report wrote every section, so a missing one is an
+    error here, never a blank or a 0 in the output."""
+    ingest, seq = summary["ingest"], summary["sequences"]
+    evaluation = records.Evaluation.from_dict(
+        summary["evaluate"], where=f"{C.RUN_SUMMARY_FILE}: evaluate"
     )
-    seq = summary.get("sequences", {})
+    model, popular = evaluation.model, evaluation.popularity
     out.write(
-        f"users: {seq.get('users')}, eval users: {seq.get('users_with_holdout')}, "
-        f"catalog: {evaluate.get('catalog_size')} items\n"
+        f"ingest: {ingest['rows_read']} rows read, {ingest['rows_valid']} valid, "
+        f"{ingest['rows_quarantined']} quarantined, "
+        f"{ingest['duplicates_dropped']} duplicates dropped\n"
     )
-    for k in evaluate.get("ks", []):
+    out.write(
+        f"users: {seq['users']}, eval users: {seq['users_with_holdout']}, "
+        f"catalog: {evaluation.catalog_size} items\n"
+    )
+    for k in evaluation.ks:
+        hr, ndcg, coverage = (C.metric_key(name, k) for name in ("hr", "ndcg", "coverage"))
+        popular_hr = f"{popular[hr]:.4f}" if popular["users"] else "-"
         out.write(
-            f"@{k:<4d} HR {model.get(f'hr@{k}', 0):.4f}  NDCG {model.get(f'ndcg@{k}', 0):.4f}  "
-            f"coverage {model.get(f'coverage@{k}', 0):.4f}   "
-            f"(popularity HR {popular.get(f'hr@{k}', 0):.4f})\n"
+            f"@{k:<4d} HR {model[hr]:.4f}  NDCG {model[ndcg]:.4f}  "
+            f"coverage {model[coverage]:.4f}   (popularity HR {popular_hr})\n"
         )
-    health = evaluate.get("health") or {}
-    if health:
+    health = evaluation.health
+    if health is not None:
+        k = C.BLESSING_K
         out.write(
-            f"health: coverage@50 {health['coverage@50']:.4f}, gini@50 {health['gini@50']:.4f}, "
-            f"short lists {health['short_list_share']:.2%}, serving OOV "
-            f"{health['serving_oov_rate']:.2%}\n"
+            f"health: coverage@{k} {health.coverage:.4f}, gini@{k} {health.gini:.4f}, "
+            f"short lists {health.short_list_share:.2%}, serving OOV "
+            f"{health.serving_oov_rate:.2%}\n"
         )
-    warm = summary.get("trainer", {}).get("warm_start") or {}
-    if warm.get("used"):
+    warm = summary["trainer"]["warm_start"]
+    if warm["used"]:
         source = warm["source"]
         out.write(
             f"warm start: from release {source['run_id']} (date {source['run_date']}): "
             f"{warm['items_carried']} items carried over by id, {warm['items_new']} new\n"
         )
-    elif warm:
-        out.write(f"trained from scratch: {warm.get('why_not')}\n")
-    compared = summary.get("compare") or {}
-    if compared.get("compared"):
-        hr = compared["metrics"].get(C.BLESSING_METRIC, {})
+    else:
+        out.write(f"trained from scratch: {warm['why_not']}\n")
+    compared = summary["compare"]
+    if compared["compared"]:
+        hr = compared["metrics"][C.BLESSING_METRIC]
         previous = compared["previous"]
+        before = "not scored" if hr["previous"] is None else f"{hr['previous']:.4f}"
         out.write(
             f"vs previous release {previous['run_id']} (date {previous['run_date']}) on today's "
-            f"holdout: {C.BLESSING_METRIC} {hr.get('today', 0):.4f} vs "
-            f"{hr.get('previous') or 0:.4f}; lists changed for {compared['users_changed']} of "
-            f"{compared['users_compared']} users; {compared['new_items']} new items, "
-            f"{compared['new_items_recalled']} recalled\n"
+            f"holdout: {C.BLESSING_METRIC} {hr['today']:.4f} vs {before}; lists changed for "
+            f"{compared['users_changed']} of {compared['users_compared']} users; "
+            f"{compared['new_items']} new items, {compared['new_items_recalled']} recalled\n"
         )
-    refit = summary.get("trainer", {}).get("refit")
-    if refit:
+    if "refit" in summary["trainer"]:
+        refit = summary["trainer"]["refit"]
         out.write(
             f"refit: the metrics above are the fit's; the vectors come from a refit on every "
             f"event ({refit['epochs']} epochs, "
             f"{'warm start' if refit['warm_start'] else 'from scratch'})\n"
         )
-    publish = summary.get("publish", {})
-    if publish.get("published"):
+    publish = summary["publish"]
+    if publish["published"]:
         out.write(
-            f"published: {publish.get('release')} "
+            f"published: {publish['release']} "
             f"(pointer: {os.path.join(summary['output'], C.LATEST_FILE)})\n"
         )
-        for replaced in publish.get("replaced", []):
+        for replaced in publish["replaced"]:
             out.write(f"replaced the earlier release of the same date: {replaced}\n")
-        if not publish.get("pointed", True):
+        if not publish["pointed"]:
             out.write(
                 f"LATEST stays on {publish['current']}: it is of a later date than this run's\n"
             )
     else:
         out.write(
-            "NOT published (previous set kept): "
-            + "; ".join(publish.get("not_blessed_because", []))
-            + "\n"
+            "NOT published (previous set kept): " + "; ".join(publish["not_blessed_because"]) + "\n"
         )
 
 
@@ -296,7 +300,7 @@ def _bad(message: str) -> int:
 
 
 def cmd_run(args, beam_args: list[str]) -> int:
-    from offline_recall.pipeline import config as config_lib
+    from offline_recall.core import config as config_lib
 
     output_dir = os.path.abspath(args.output)
     try:
@@ -312,7 +316,7 @@ def cmd_run(args, beam_args: list[str]) -> int:
 
     from offline_recall.pipeline import housekeeping
 
-    run_id = housekeeping.new_run_id()
+    run_id = dates.new_run_id()
     lock = housekeeping.OutputLock(output_dir)
     try:
         lock.acquire(run_id)
@@ -402,8 +406,7 @@ def _run_locked(args, beam_args, config, output_dir: str, run_id: str, lock) -> 
             spans = sorted({f.span for f in files})
             how = "given" if args.date else "the newest day folder"
             days = f"from {window.first_day}" if window.first_day else "all history"
-            epoch = datetime.date(1970, 1, 1)
-            first, last = (str(epoch + datetime.timedelta(days=s)) for s in (spans[0], spans[-1]))
+            first, last = (dates.date_of_span(s).isoformat() for s in (spans[0], spans[-1]))
             print(
                 f"run date {window.run_date} ({how}); window: {days}; "
                 f"{len(spans)} span(s) {spans[0]}..{spans[-1]} ({first}..{last})",
@@ -459,10 +462,8 @@ def _run_locked(args, beam_args, config, output_dir: str, run_id: str, lock) -> 
         )
         return 128 + e.signum
 
-    from offline_recall.components import common
-
     summary_path = os.path.join(output_dir, C.RUN_SUMMARY_FILE)
-    summary = common.read_json(summary_path)
+    summary = storage.read_json(summary_path)
     removed = housekeeping.prune_pipeline_root(
         paths["pipeline_root"], paths["metadata"], config.publish.keep_runs
     )
@@ -473,7 +474,7 @@ def _run_locked(args, beam_args, config, output_dir: str, run_id: str, lock) -> 
         "output_bytes": housekeeping.folder_size(output_dir),
     }
     summary["timings_seconds"] = {**progress.timings, "total": round(time.time() - started, 1)}
-    common.write_json(summary_path, summary)
+    storage.write_json(summary_path, summary)
     _print_summary(summary, sys.stdout)
     if input_note and summary["status"] == C.STATUS_PUBLISHED:
         print(f"(these recalls are for {input_note}; pass --input for your own log)")

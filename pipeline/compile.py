@@ -13,7 +13,7 @@ import os
 import re
 import sys
 
-from offline_recall.pipeline import config as config_lib
+from offline_recall.core import config as config_lib
 
 # Options that mean something for one target only, by their argparse names.
 _ONLY_FOR = {

@@ -20,12 +20,6 @@ from collections.abc import Iterator
 LOCK_FILE = ".lock"
 
 
-def new_run_id() -> str:
-    """A run id that sorts by start time: UTC to the microsecond (the output lock keeps two
-    runs of one folder from starting together)."""
-    return datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S%fZ")
-
-
 TMP_DIR = "tmp"
 
 
@@ -35,8 +29,7 @@ class OutputBusyError(Exception):
 
 def _describe_holder(info: dict) -> str:
     return (
-        f"pid {info.get('pid')} on {info.get('host')} since {info.get('started_at')}"
-        f" (run {info.get('run_id')})"
+        f"pid {info['pid']} on {info['host']} since {info['started_at']} (run {info['run_id']})"
     )
 
 

@@ -16,7 +16,7 @@ import tempfile
 import yaml
 from tfx import v1 as tfx
 
-from offline_recall.pipeline.config import Config
+from offline_recall.core.config import Config
 from offline_recall.pipeline.pipeline import create_pipeline
 
 # The runtime parameters of a compiled package.
@@ -63,7 +63,9 @@ def compile_pipeline(
     )
     with tempfile.TemporaryDirectory() as scratch:
         runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
-            config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image),
+            config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
+                default_image=image, use_pipeline_spec_2_1=True
+            ),
             output_dir=scratch,
             output_filename="pipeline_job.json",
         )

@@ -9,7 +9,7 @@ import os
 
 from tfx import v1 as tfx
 
-from offline_recall.pipeline.config import Config
+from offline_recall.core.config import Config
 from offline_recall.pipeline.pipeline import create_pipeline
 
 DEFAULT_BEAM_ARGS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 from tfx import v1 as tfx
 from tfx.proto import transform_pb2
 
-from offline_recall.components import contracts as C
 from offline_recall.components.compare.component import Compare
 from offline_recall.components.evaluate.component import Evaluate
 from offline_recall.components.ingest.component import IngestExampleGen
@@ -15,7 +14,8 @@ from offline_recall.components.recall.component import Recall
 from offline_recall.components.report.component import Report
 from offline_recall.components.schema_import.component import PackagedSchemaGen
 from offline_recall.components.sequences.component import Sequences
-from offline_recall.pipeline.config import Config
+from offline_recall.core import contracts as C
+from offline_recall.core.config import Config
 from offline_recall.trainer import features as F
 
 # The schemas the package ships (schema/), by name.

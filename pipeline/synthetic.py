@@ -19,7 +19,8 @@ import shutil
 
 import numpy as np
 
-from offline_recall.pipeline.config import SyntheticConfig
+from offline_recall.core import dates
+from offline_recall.core.config import SyntheticConfig
 
 HEADER = ["user_id", "item_id", "timestamp", "session"]
 NASTY_ITEM_IDS = ["i,comma", 'i "quoted"', "i space", "caf\u00e9", "\u5546\u54c1", "line\nbreak"]
@@ -70,7 +71,7 @@ def _rows(seed, num_users, num_items, num_clusters, mean_events_per_user, start_
     rng = np.random.default_rng(seed)
     clusters = item_clusters(num_items, num_clusters, seed)
     ids = item_ids(num_items)
-    span = 30 * 86400
+    span = 30 * dates.SECONDS_PER_DAY
     for u, items in _events(
         rng, num_users, num_items, num_clusters, mean_events_per_user, clusters
     ):
@@ -118,7 +119,6 @@ def generate_clicks(
     return {"rows": rows, "users": users, "items": len(seen_items)}
 
 
-SECONDS_PER_DAY = 86400
 # The newest day of the default synthetic week when no run date is given.
 DEFAULT_LAST_DAY = datetime.date(2023, 11, 21)
 
@@ -149,11 +149,11 @@ def _drifting_events(config: SyntheticConfig, rng):
         taste = rng.choice(nonempty, size=min(3, len(nonempty)), replace=False)
         weights = rng.dirichlet(np.ones(len(taste)))
         # Event times spread over the days, in order.
-        times = np.sort(rng.uniform(0, config.days * SECONDS_PER_DAY, n)).astype(np.int64)
+        times = np.sort(rng.uniform(0, config.days * dates.SECONDS_PER_DAY, n)).astype(np.int64)
         day_of_weights = 0
         current = rng.choice(taste, p=weights)
         for t in times:
-            day = int(t // SECONDS_PER_DAY)
+            day = int(t // dates.SECONDS_PER_DAY)
             while day_of_weights < day:
                 # A day passes: the taste drifts towards a fresh random mix.
                 fresh = rng.dirichlet(np.ones(len(taste)))
@@ -166,7 +166,7 @@ def _drifting_events(config: SyntheticConfig, rng):
                 continue
             p = np.where(released[pool] == day, novelty[pool], popularity[pool])
             item = int(rng.choice(pool, p=p / p.sum()))
-            yield u, day, int(t % SECONDS_PER_DAY), item
+            yield u, day, int(t % dates.SECONDS_PER_DAY), item
 
 
 def generate_days(
@@ -194,7 +194,7 @@ def generate_days(
     for u, day, seconds, item in _drifting_events(config, rng):
         session = sessions.get((u, day), len(sessions))
         sessions[(u, day)] = session
-        timestamp = epoch_of_first + day * SECONDS_PER_DAY + seconds
+        timestamp = epoch_of_first + day * dates.SECONDS_PER_DAY + seconds
         per_day[day].append([f"u{u:05d}", ids[item], str(timestamp), f"s{u}-{day}"])
         users.add(u)
         items.add(item)

@@ -158,3 +158,49 @@ def broken_files():
     return types.SimpleNamespace(
         torn_parquet=write_torn_parquet, corrupt_tfrecord=write_corrupt_tfrecord
     )
+
+
+def make_evaluation(
+    hr: float = 0.5, ks=(50,), blessed: bool = True, baseline_hr: float | None = None
+):
+    """A valid metrics.json record: hr@K = `hr` at every K, ndcg half of it, 4 users."""
+    from offline_recall.core import records
+    from offline_recall.core.contracts import metric_key
+
+    model, popularity, baseline = {"users": 4}, {"users": 4}, {}
+    for k in ks:
+        model.update({metric_key("hr", k): hr, metric_key("ndcg", k): hr / 2})
+        model.update({metric_key("recall", k): hr, metric_key("coverage", k): 0.5})
+        popularity.update({metric_key("hr", k): 0.1, metric_key("ndcg", k): 0.05})
+        if baseline_hr is not None:
+            baseline.update(
+                {metric_key("hr", k): baseline_hr, metric_key("ndcg", k): baseline_hr / 2}
+            )
+    return records.Evaluation(
+        model=model,
+        popularity=popularity,
+        baseline=records.Baseline(baseline, "r0", None, "/out/releases/r0", {})
+        if baseline
+        else None,
+        health=None,
+        catalog_size=16,
+        ks=tuple(ks),
+        blessed=blessed,
+        not_blessed_because=() if blessed else ("a test said no",),
+    )
+
+
+@pytest.fixture(scope="session")
+def evaluation():
+    return make_evaluation
+
+
+def report_summary(status: str = "published", users: int = 4) -> dict:
+    """The run_summary.json sections the report page reads, for a run that compared nothing."""
+    return {
+        "status": status,
+        "finished_at": "2024-01-02T00:00:00+00:00",
+        "evaluate": {**make_evaluation().to_dict(), "model": {"users": users}},
+        "recall": {"eval": {"users": users, "sampled_from_users": users}},
+        "compare": {"compared": False, "why_not": "nothing published yet"},
+    }

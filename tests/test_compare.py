@@ -8,10 +8,11 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pytest
+from conftest import make_evaluation
 
-from offline_recall.components import common
-from offline_recall.components import contracts as C
 from offline_recall.components.compare import logic
+from offline_recall.core import contracts as C
+from offline_recall.core import model_artifact, records, storage
 from offline_recall.trainer import export
 from offline_recall.trainer import features as F
 
@@ -28,7 +29,7 @@ def test_jaccard_hand_values():
 def _model(folder, ids):
     keys = [F.encode_id(i) for i in ids]
     n = len(ids)
-    export.write_item_vectors(
+    model_artifact.write_item_vectors(
         str(folder), export.item_vectors_table(keys, np.ones((n, 2)), np.zeros(n), {})
     )
     return str(folder)
@@ -39,7 +40,7 @@ def _recalls(folder, lists: dict[str, list[str]]):
     table = pa.table(
         {"user_id": list(lists), "item_ids": list(lists.values())},
     )
-    common.write_parquet(table, os.path.join(folder, f"part-0{C.PARQUET_SUFFIX}"))
+    storage.write_parquet(table, os.path.join(folder, f"part-0{C.PARQUET_SUFFIX}"))
     return str(folder)
 
 
@@ -47,21 +48,16 @@ def test_compare_counts_churn_and_new_items(tmp_path):
     release = tmp_path / "releases" / "r1"
     _recalls(release / "recalls", {"u1": ["a", "b"], "u2": ["a", "c"], "u3": ["c"]})
     previous = _model(tmp_path / "previous", ["a", "b", "c", "old"])
-    common.write_json(
-        os.path.join(previous, C.PREVIOUS_FILE),
-        {"found": True, "run_id": "r1", "run_date": "2024-01-01", "release": str(release)},
-    )
+    records.PreviousRelease(
+        True, "the newest", None, "r1", "2024-01-01", str(release), records.ReleaseMetrics({}, True)
+    ).write(records.PreviousRelease.path_in(previous))
     today = _model(tmp_path / "today", ["a", "b", "c", "new1", "new2"])
     # u1 unchanged, u2 half changed (a, new1 vs a, c: 1/3), u3 gone, u4 new.
     recalls = _recalls(
         tmp_path / "today_recalls",
         {"u1": ["b", "a"], "u2": ["a", "new1"], "u4": ["new1", "b"]},
     )
-    metrics = {
-        "ks": [50],
-        "model": {"hr@50": 0.5, "ndcg@50": 0.25},
-        "baseline": {"model": {"hr@50": 0.4}},
-    }
+    metrics = make_evaluation(0.5, baseline_hr=0.4)
     out = logic.compare(
         beam.Pipeline, recalls, today, previous, metrics, str(tmp_path / "summary.json")
     )
@@ -71,15 +67,20 @@ def test_compare_counts_churn_and_new_items(tmp_path):
     assert out["new_items"] == 2 and out["new_items_recalled"] == 1 and out["dropped_items"] == 1
     assert out["metrics"] == {
         "hr@50": {"today": 0.5, "previous": 0.4},
-        "ndcg@50": {"today": 0.25, "previous": None},
+        "ndcg@50": {"today": 0.25, "previous": 0.2},
     }
     assert out["previous"]["run_date"] == "2024-01-01"
 
 
 def test_compare_says_why_not_without_a_previous_release(tmp_path):
     previous = str(tmp_path / "previous")
-    common.write_json(os.path.join(previous, C.PREVIOUS_FILE), {"found": False, "why_not": "x"})
+    records.PreviousRelease.none_found("x").write(records.PreviousRelease.path_in(previous))
     out = logic.compare(
-        beam.Pipeline, "unused", "unused", previous, {}, str(tmp_path / "summary.json")
+        beam.Pipeline,
+        "unused",
+        "unused",
+        previous,
+        make_evaluation(),
+        str(tmp_path / "summary.json"),
     )
     assert out == {"compared": False, "why_not": "x"}

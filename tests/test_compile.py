@@ -139,6 +139,36 @@ def test_kubeflow_package_loads_in_kfp_runs_the_image_and_names_no_local_path(tm
     assert set(facts["tasks"]) == set(STAGES) - {"Refit"}
 
 
+def _artifact_types(node):
+    """Every artifactType of a pipeline spec: {schemaTitle}."""
+    if isinstance(node, dict):
+        found = {node["artifactType"]["schemaTitle"]} if "artifactType" in node else set()
+        return found.union(*(_artifact_types(v) for v in node.values()))
+    if isinstance(node, list):
+        return set().union(*(_artifact_types(v) for v in node))
+    return set()
+
+
+def test_every_artifact_type_of_the_package_parses_in_tfx_kubeflow_entrypoint(tmp_path, cli):
+    """TFX's KFP task entrypoint imports a custom type by its schema title: each must resolve."""
+    from kfp.pipeline_spec import pipeline_spec_pb2
+    from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_entrypoint_utils as entry
+
+    package = tmp_path / "offline-recall.json"
+    assert _compile(cli, "kubeflow", package, *CLUSTER).returncode == 0
+    titles = _artifact_types(json.loads(package.read_text()))
+    assert {"tfx.Examples", "tfx.Model", "offline_recall.Recalls", "tfx.Metrics"} <= titles
+    for title in sorted(titles):
+        artifact = pipeline_spec_pb2.RuntimeArtifact(
+            name="a",
+            uri="gs://bucket/root/a",
+            type=pipeline_spec_pb2.ArtifactTypeSchema(schema_title=title),
+        )
+        parsed = entry._parse_raw_artifact(artifact, {})  # noqa: SLF001 - the entrypoint's own
+        assert parsed.uri == "gs://bucket/root/a", title
+        assert title.split(".")[-1] in (parsed.type_name.split(".")[-1], type(parsed).__name__)
+
+
 def _airflow_env(tmp_path, dags):
     return {
         **os.environ,
@@ -189,8 +219,8 @@ def test_airflow_dag_parses_fast_without_tensorflow(tmp_path, cli):
 
 @pytest.mark.e2e
 def test_airflow_dags_test_runs_the_pipeline_and_publishes(tmp_path, cli, small_config, small_log):
+    from offline_recall.core.config import SyntheticConfig
     from offline_recall.pipeline import synthetic
-    from offline_recall.pipeline.config import SyntheticConfig
 
     clicks = tmp_path / "clicks.csv"
     synthetic.generate_clicks(str(clicks), SyntheticConfig(**small_log))

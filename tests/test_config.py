@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from offline_recall.pipeline import config as cfg
+from offline_recall.core import config as cfg
 
 
 def test_defaults_are_the_goal_settings():
@@ -111,3 +111,19 @@ def test_cli_names_a_broken_config_file(tmp_path, cli):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "broken.yaml" in lines[0] and "YAML" in lines[0]
+
+
+def test_the_readme_names_every_config_key_with_its_default():
+    import dataclasses
+    import pathlib
+
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = readme[readme.index("### Configuration") :]
+    config = cfg.Config()
+    for section in dataclasses.fields(config):
+        value = getattr(config, section.name)
+        if dataclasses.is_dataclass(value):
+            for f in dataclasses.fields(value):
+                assert f"| `{section.name}.{f.name}` |" in table, f"{section.name}.{f.name}"
+        else:
+            assert f"| `{section.name}` |" in table, section.name

@@ -1,4 +1,5 @@
-"""Three consecutive days through the real CLI: each release names its date and spans, days 2-3
+"""Three consecutive days through the real CLI: each run reads the day folders up to its date and
+says so, each release names its date and spans, days 2-3
 warm-start from the day before (rows follow their item by id), are judged against the previous
 release on their own holdout, and a rerun of a day is byte-identical and replaces that day's
 release."""
@@ -13,9 +14,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from offline_recall.pipeline import config as config_lib
+from offline_recall.core import config as config_lib
+from offline_recall.core.config import SyntheticConfig
 from offline_recall.pipeline import synthetic
-from offline_recall.pipeline.config import SyntheticConfig
 from offline_recall.trainer import features as F
 from offline_recall.trainer import hparams, warm_start
 from offline_recall.trainer import model as model_lib
@@ -34,14 +35,23 @@ def days(tmp_path_factory, small_log, small_config, cli):
     synthetic.generate_days(str(logs), shape, datetime.date.fromisoformat(DAYS[-1]))
     config = small_config(root / "config.json", trainer={"warm_start": True})
     out = root / "out"
-    releases = {}
+    releases, printed, ingest = {}, {}, {}
     for day in DAYS:
         result = cli(
             "run", "--input", str(logs), "--date", day, "--output", str(out), "--config", config
         )
         assert result.returncode == 0, result.stdout + result.stderr
         releases[day] = json.loads((out / "LATEST").read_text())["release"]
-    return {"logs": logs, "out": out, "config": config, "releases": releases}
+        printed[day] = result.stdout
+        ingest[day] = json.loads((out / "run_summary.json").read_text())["ingest"]
+    return {
+        "logs": logs,
+        "out": out,
+        "config": config,
+        "releases": releases,
+        "printed": printed,
+        "ingest": ingest,
+    }
 
 
 def _manifest(release: str) -> dict:
@@ -61,6 +71,11 @@ def _parts(release: str, table: str) -> list[bytes]:
 def test_each_release_names_its_date_spans_and_warm_start_source(days):
     epoch = datetime.date(1970, 1, 1)
     for n, day in enumerate(DAYS):
+        # A run date reads the day folders up to it, and says so.
+        assert f"run date {day} (given)" in days["printed"][day]
+        assert f"{n + 1} span(s)" in days["printed"][day]
+        assert days["ingest"][day]["run_date"] == day
+        assert days["ingest"][day]["rows_out_of_window"] == 0
         manifest = _manifest(days["releases"][day])
         assert manifest["run_date"] == day
         assert manifest["input_span_dates"] == [DAYS[0], day]

@@ -9,7 +9,8 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from offline_recall.components.evaluate import logic
-from offline_recall.pipeline.config import EvaluateConfig
+from offline_recall.core import model_artifact, records
+from offline_recall.core.config import EvaluateConfig
 
 
 def test_user_metrics_hand_computed():
@@ -65,7 +66,12 @@ CONFIG = EvaluateConfig(min_hr_at_50=0.1, min_ratio_to_popularity=1.0, max_regre
 
 
 def _metrics(hr, pop):
-    return {"model": {"hr@50": hr, "users": 10}, "popularity": {"hr@50": pop}}
+    return {
+        "model": {"hr@50": hr, "users": 10},
+        "popularity": {"hr@50": pop},
+        "health": None,
+        "baseline": None,
+    }
 
 
 def test_bless_rules():
@@ -74,7 +80,7 @@ def test_bless_rules():
     assert not blessed and "min_hr_at_50" in why[0]
     blessed, why = logic.bless(_metrics(0.3, 0.35), 100, CONFIG)
     assert not blessed and "popularity" in why[0]
-    assert not logic.bless({"model": {"users": 0}, "popularity": {}}, 100, CONFIG)[0]
+    assert not logic.bless({**_metrics(0, 0), "model": {"users": 0}}, 100, CONFIG)[0]
 
 
 def test_the_regression_rule_compares_with_the_previous_model_on_todays_holdout():
@@ -89,22 +95,24 @@ def test_the_regression_rule_compares_with_the_previous_model_on_todays_holdout(
 
 def test_finalize_names_the_baseline_release_and_headline_records_both():
     raw = {
-        "model": {"hr@50": 0.5, "users": 4},
-        "popularity": {"hr@50": 0.1},
+        "model": {"hr@50": 0.5, "ndcg@50": 0.25, "users": 4},
+        "popularity": {"hr@50": 0.1, "ndcg@50": 0.05, "users": 4},
         "coverage_counts": {"50": 8},
         "baseline": {"hr@50": 0.25, "ndcg@50": 0.125, "users": 4},
     }
-    previous = {
-        "found": True,
-        "run_id": "r1",
-        "run_date": "2024-01-01",
-        "release": "/out/releases/r1",
-        "metrics": {"model": {"hr@50": 0.75}},
-    }
+    previous = records.PreviousRelease(
+        found=True,
+        why="the newest release",
+        why_not=None,
+        run_id="r1",
+        run_date="2024-01-01",
+        release="/out/releases/r1",
+        metrics=records.ReleaseMetrics({"hr@50": 0.75}, True),
+    )
     metrics = logic.finalize_metrics(raw, 16, [50], previous)
     assert metrics["baseline"]["model"]["hr@50"] == 0.25
     assert metrics["baseline"]["own_holdout"] == {"hr@50": 0.75}
-    headline = logic.headline_metrics({**metrics, "blessed": True})
+    headline = logic.headline_metrics(_evaluation(metrics))
     assert headline["hr@50"] == 0.5 and headline["baseline_hr@50"] == 0.25
     assert logic.finalize_metrics({**raw, "baseline": None}, 16, [50], None)["baseline"] is None
 
@@ -114,6 +122,7 @@ def test_finalize_adds_recall_and_coverage_at_every_k():
         "model": {"hr@10": 0.25, "hr@50": 0.5, "users": 4},
         "popularity": {"hr@10": 0.1},
         "coverage_counts": {"10": 3, "50": 8},
+        "baseline": None,
     }
     metrics = logic.finalize_metrics(raw, 16, [10, 50])
     assert metrics["model"]["recall@10"] == 0.25 and metrics["model"]["recall@50"] == 0.5
@@ -126,21 +135,43 @@ def test_blessing_k_is_always_evaluated():
     assert EvaluateConfig(ks=(100, 50)).metric_ks() == (50, 100)
 
 
+def _evaluation(metrics: dict, blessed: bool = True) -> records.Evaluation:
+    return records.Evaluation.from_dict({**metrics, "blessed": blessed, "not_blessed_because": []})
+
+
 def test_headline_metrics_for_the_kfp_and_mlmd_uis():
-    metrics = {
-        "ks": [10, 50],
-        "model": {"hr@10": 0.2, "ndcg@10": 0.1, "hr@50": 0.5, "coverage@50": 0.9, "users": 4},
-        "popularity": {"hr@50": 0.3},
-        "blessed": True,
+    raw = {
+        "model": {"hr@10": 0.2, "ndcg@10": 0.1, "hr@50": 0.5, "ndcg@50": 0.2, "users": 4},
+        "popularity": {"hr@10": 0.1, "ndcg@10": 0.05, "hr@50": 0.3, "ndcg@50": 0.1, "users": 4},
+        "coverage_counts": {"10": 4, "50": 9},
+        "baseline": None,
     }
-    assert logic.headline_metrics(metrics) == {
+    assert logic.headline_metrics(_evaluation(logic.finalize_metrics(raw, 10, [10, 50]))) == {
         "blessed": 1.0,
         "hr@10": 0.2,
         "ndcg@10": 0.1,
+        "coverage@10": 0.4,
+        "popularity_hr@10": 0.1,
         "hr@50": 0.5,
+        "ndcg@50": 0.2,
         "coverage@50": 0.9,
         "popularity_hr@50": 0.3,
     }
+
+
+def test_metrics_json_missing_a_field_or_a_metric_at_k_is_an_error():
+    raw = {
+        "model": {"hr@10": 0.2, "ndcg@10": 0.1, "users": 4},
+        "popularity": {"hr@10": 0.1, "users": 4},
+        "coverage_counts": {"10": 4},
+        "baseline": None,
+    }
+    metrics = {**logic.finalize_metrics(raw, 10, [10]), "blessed": True}
+    with pytest.raises(records.RecordError, match="missing the field 'not_blessed_because'"):
+        records.Evaluation.from_dict(metrics, where="metrics.json")
+    del metrics["model"]["ndcg@10"]
+    with pytest.raises(records.RecordError, match="lack 'ndcg@10'"):
+        records.Evaluation.from_dict({**metrics, "not_blessed_because": []})
 
 
 def test_gini_against_hand_values():
@@ -162,13 +193,13 @@ def test_popularity_deciles_rank_items_by_training_clicks():
 
 def test_output_health_in_beam_and_at_blessing(tmp_path):
     from offline_recall.components import common
-    from offline_recall.components import contracts as C
+    from offline_recall.core import contracts as C
     from offline_recall.trainer import export
     from offline_recall.trainer import features as F
 
     model_uri = str(tmp_path / "model")
     keys = [F.encode_id(i) for i in ("a", "b", "c", "d")]
-    export.write_item_vectors(
+    model_artifact.write_item_vectors(
         model_uri,
         export.item_vectors_table(
             keys, np.ones((4, 2)), np.zeros(4), dict(zip(keys, [40, 30, 20, 10], strict=True))
@@ -209,6 +240,7 @@ def test_output_health_in_beam_and_at_blessing(tmp_path):
     assert [r.split()[0] for r in reasons] == ["short_list_share", "serving_oov_rate"]
     assert "evaluate.max_serving_oov_rate 0.2" in reasons[1]
     assert logic.health_reasons(health, EvaluateConfig()) == []
-    assert C.metric_key("gini", 50) in logic.headline_metrics(
-        {"blessed": True, "ks": [], "model": {}, "popularity": {}, "health": health}
-    )
+    full_raw = {**raw, "popularity": {"users": 2}, "coverage_counts": {}, "baseline": None}
+    evaluation = _evaluation(logic.finalize_metrics(full_raw, 4, []))
+    assert evaluation.health.gini == pytest.approx(7 / 12)
+    assert logic.headline_metrics(evaluation)[C.metric_key("gini", 50)] == pytest.approx(7 / 12)

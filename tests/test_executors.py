@@ -17,10 +17,10 @@ import tensorflow as tf
 from tfx.types import artifact_utils
 
 from offline_recall.components import common
-from offline_recall.components import contracts as C
 from offline_recall.components.ingest.component import IngestExampleGen
 from offline_recall.components.sequences.component import Sequences
-from offline_recall.pipeline.config import Config
+from offline_recall.core import contracts as C
+from offline_recall.core.config import Config
 from offline_recall.trainer import features as F
 
 # Three users; u2 has one event too few for a holdout; one row lacks its item and one repeats.

@@ -2,7 +2,7 @@
 
 import dataclasses
 
-from offline_recall.pipeline.config import TrainerConfig
+from offline_recall.core.config import TrainerConfig
 from offline_recall.trainer import hparams, inputs
 
 DEFAULTS = TrainerConfig()

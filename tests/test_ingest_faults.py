@@ -15,7 +15,8 @@ import tensorflow as tf
 from offline_recall.components import common
 from offline_recall.components.errors import IngestError
 from offline_recall.components.ingest import logic, sources
-from offline_recall.pipeline.config import IngestConfig
+from offline_recall.core import storage
+from offline_recall.core.config import IngestConfig
 
 NOW = 1_800_000_000
 
@@ -208,7 +209,7 @@ def test_preflight_and_reading_work_off_the_local_disk(tmp_path):
         f.write(text)
     with tf.io.gfile.GFile(f"{root}/2024-01-02/b.csv.gz", "wb") as f:
         f.write(gzip.compress(text.encode()))
-    common.write_parquet(
+    storage.write_parquet(
         pa.table({"user_id": ["u3"], "item_id": ["i3"], "timestamp": [1600000002]}),
         f"{root}/2024-01-02/c.parquet",
     )

@@ -3,6 +3,9 @@ on the local disk and on a filesystem that is not (TF's in-memory ram://)."""
 
 import json
 import os
+import signal
+import subprocess
+import sys
 import uuid
 
 import faiss
@@ -10,17 +13,19 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import tensorflow as tf
+from conftest import make_evaluation, report_summary
 
 from offline_recall.components import common, releases
-from offline_recall.components import contracts as C
 from offline_recall.components.publish import logic
 from offline_recall.components.report import logic as report
+from offline_recall.core import contracts as C
+from offline_recall.core import storage
 
 
 def _sources(root, tag):
     src = os.path.join(root, f"src-{tag}")
     tf.io.gfile.makedirs(src)
-    common.write_parquet(
+    storage.write_parquet(
         pa.table(
             {
                 "user_id": ["u1"],
@@ -31,7 +36,7 @@ def _sources(root, tag):
         ),
         os.path.join(src, "recalls.parquet"),
     )
-    common.write_parquet(
+    storage.write_parquet(
         pa.table({"user_id": ["u1"], "vector": [[1.0, 1.0]]}), os.path.join(src, "uv.parquet")
     )
     items = pa.table(
@@ -43,7 +48,7 @@ def _sources(root, tag):
 def _publish(out, root, tag, run_date=None, **kw):
     recalls, uvs, items = _sources(root, tag)
     kw.setdefault("keep_releases", 2)
-    metrics = {"model": {"hr@50": 0.5}, "tag": tag}
+    metrics = make_evaluation(0.5)
     manifest = {"run_date": run_date}
     return logic.publish_release(out, tag, recalls, uvs, items, metrics, manifest, **kw)["release"]
 
@@ -51,19 +56,19 @@ def _publish(out, root, tag, run_date=None, **kw):
 def test_publish_points_latest_and_the_link_and_keeps_contract_columns(tmp_path):
     out = str(tmp_path / "out")
     release = _publish(out, str(tmp_path), "r1")
-    assert common.read_latest(out)["release"] == release == os.path.join(out, "releases", "r1")
+    assert storage.read_latest(out)["release"] == release == os.path.join(out, "releases", "r1")
     published = tmp_path / "out" / "published"
     assert published.is_symlink() and os.readlink(published) == os.path.join("releases", "r1")
-    recalls = common.read_parquet(os.path.join(release, "recalls", "part-00000.parquet"))
+    recalls = storage.read_parquet(os.path.join(release, "recalls", "part-00000.parquet"))
     assert recalls.column_names == ["user_id", "item_ids", "scores"]
-    items = common.read_parquet(os.path.join(release, "item_vectors", "part-00000.parquet"))
+    items = storage.read_parquet(os.path.join(release, "item_vectors", "part-00000.parquet"))
     assert items.column_names == ["item_id", "vector", "count"]
     manifest = json.loads((tmp_path / "out" / "releases" / "r1" / "manifest.json").read_text())
     assert manifest["rows"] == {"recalls": 1, "user_vectors": 1, "item_vectors": 1}
     assert manifest["files"]["recalls/part-00000.parquet"]["rows"] == 1
-    assert manifest["metrics"]["model"] == {"hr@50": 0.5}
+    assert manifest["metrics"]["model"]["hr@50"] == 0.5 and manifest["metrics"]["blessed"]
     _publish(out, str(tmp_path), "r2")
-    assert common.read_latest(out)["run_id"] == "r2"
+    assert storage.read_latest(out)["run_id"] == "r2"
 
 
 def test_failed_publish_leaves_latest_alone(tmp_path):
@@ -72,8 +77,10 @@ def test_failed_publish_leaves_latest_alone(tmp_path):
     recalls, _, items = _sources(str(tmp_path), "r2")
     with pytest.raises(logic.PublishError):
         # No user vectors.
-        logic.publish_release(out, "r2", recalls, [], items, {}, {}, keep_releases=2)
-    assert common.read_latest(out)["run_id"] == "r1"
+        logic.publish_release(
+            out, "r2", recalls, [], items, make_evaluation(), {"run_date": None}, keep_releases=2
+        )
+    assert storage.read_latest(out)["run_id"] == "r1"
     assert os.readlink(tmp_path / "out" / "published") == os.path.join("releases", "r1")
 
 
@@ -118,7 +125,7 @@ def test_publish_report_and_baseline_on_a_filesystem_that_is_not_the_local_disk(
     out = f"{root}/out"
     release = _publish(out, root, "r1")
     _publish(out, root, "r2")
-    latest = common.read_latest(out)
+    latest = storage.read_latest(out)
     assert latest["run_id"] == "r2" and latest["release"] == f"{out}/releases/r2"
     assert release == f"{out}/releases/r1"
     logic.verify_release(latest["release"])
@@ -128,13 +135,14 @@ def test_publish_report_and_baseline_on_a_filesystem_that_is_not_the_local_disk(
     assert release.run_id == "r2"
     assert releases.previous_release(f"{root}/empty", None)[0] is None
     # The report goes there too.
-    summary = {"status": "published", "ingest": {"rows_read": 3}}
+    summary = {**report_summary(), "ingest": {"rows_read": 3}}
     page = report.page.write_report(
         f"{out}/{C.REPORT_DIR}",
         summary,
         item_counts=np.array([5, 2, 1]),
         history_lengths=np.array([1, 3]),
-        metrics_at_k={50: {"hr": 0.5}},
+        metrics_at_k={50: {"hr": 0.5, "ndcg": 0.25, "coverage": 0.5}},
+        popularity_metrics_at_k={50: {"hr": 0.1, "ndcg": 0.05}},
         top1_scores=np.array([1.0, 2.0]),
     )
     names = set(tf.io.gfile.listdir(f"{out}/{C.REPORT_DIR}"))
@@ -162,9 +170,9 @@ def test_a_rerun_of_a_date_replaces_that_dates_release(tmp_path):
     _publish(out, str(tmp_path), "r1", run_date="2024-01-01")
     _publish(out, str(tmp_path), "r2", run_date="2024-01-02")
     rerun = _publish(out, str(tmp_path), "r3", run_date="2024-01-02")
-    assert common.read_latest(out)["release"] == rerun
+    assert storage.read_latest(out)["release"] == rerun
     assert sorted(os.listdir(tmp_path / "out" / "releases")) == ["r1", "r3"]
-    assert common.read_latest(out)["run_date"] == "2024-01-02"
+    assert storage.read_latest(out)["run_date"] == "2024-01-02"
 
 
 def test_a_backfill_writes_its_day_but_leaves_latest_on_the_newest_day(tmp_path):
@@ -173,11 +181,18 @@ def test_a_backfill_writes_its_day_but_leaves_latest_on_the_newest_day(tmp_path)
     newest = _publish(out, str(tmp_path), "r2", run_date="2024-01-03")
     recalls, uvs, items = _sources(str(tmp_path), "r3")
     done = logic.publish_release(
-        out, "r3", recalls, uvs, items, {}, {"run_date": "2024-01-01"}, keep_releases=2
+        out,
+        "r3",
+        recalls,
+        uvs,
+        items,
+        make_evaluation(),
+        {"run_date": "2024-01-01"},
+        keep_releases=2,
     )
     assert not done["pointed"] and done["current"] == newest
     assert done["replaced"] == [os.path.join(out, "releases", "r1")]
-    assert common.read_latest(out)["release"] == newest
+    assert storage.read_latest(out)["release"] == newest
     assert os.readlink(tmp_path / "out" / "published") == os.path.join("releases", "r2")
     assert sorted(os.listdir(tmp_path / "out" / "releases")) == ["r2", "r3"]
 
@@ -194,7 +209,7 @@ def test_prune_orders_releases_by_date_not_by_when_they_ran(tmp_path):
 @pytest.mark.parametrize("root", ["local", "ram"])
 def test_copying_a_table_streams_it_in_bounded_row_groups(tmp_path, root):
     base = str(tmp_path) if root == "local" else f"ram://copy-{uuid.uuid4().hex}"
-    rows = common.PARQUET_COPY_ROWS + 1234
+    rows = storage.PARQUET_COPY_ROWS + 1234
     rng = np.random.default_rng(7)
     table = pa.table(
         {
@@ -204,15 +219,15 @@ def test_copying_a_table_streams_it_in_bounded_row_groups(tmp_path, root):
         }
     )
     src, dst = os.path.join(base, "src.parquet"), os.path.join(base, "dst.parquet")
-    common.write_parquet(table, src)
-    assert common.copy_parquet_columns(src, dst, ["user_id", "scores"]) == rows
-    copied = common.open_parquet(dst)
+    storage.write_parquet(table, src)
+    assert storage.copy_parquet_columns(src, dst, ["user_id", "scores"]) == rows
+    copied = storage.open_parquet(dst)
     assert copied.schema_arrow.names == ["user_id", "scores"]
     assert copied.num_row_groups == 2
-    assert max(copied.metadata.row_group(g).num_rows for g in range(2)) == common.PARQUET_COPY_ROWS
+    assert max(copied.metadata.row_group(g).num_rows for g in range(2)) == storage.PARQUET_COPY_ROWS
     assert copied.read().equals(table.select(["user_id", "scores"]))
     with pytest.raises(ValueError, match="has no column 'item_ids'"):
-        common.copy_parquet_columns(src, dst, ["user_id", "item_ids"])
+        storage.copy_parquet_columns(src, dst, ["user_id", "item_ids"])
 
 
 def test_release_item_index_searches_to_the_published_recalls(tmp_path):
@@ -230,7 +245,7 @@ def test_release_item_index_searches_to_the_published_recalls(tmp_path):
     )
     src = tmp_path / "src"
     src.mkdir()
-    common.write_parquet(
+    storage.write_parquet(
         pa.table(
             {
                 "user_id": user_ids,
@@ -241,7 +256,7 @@ def test_release_item_index_searches_to_the_published_recalls(tmp_path):
         ),
         str(src / "recalls.parquet"),
     )
-    common.write_parquet(
+    storage.write_parquet(
         pa.table({"user_id": user_ids, "vector": [list(map(float, u)) for u in users]}),
         str(src / "uv.parquet"),
     )
@@ -260,19 +275,49 @@ def test_release_item_index_searches_to_the_published_recalls(tmp_path):
         [str(src / "recalls.parquet")],
         [str(src / "uv.parquet")],
         table,
-        {},
+        make_evaluation(),
         {"run_date": None},
         keep_releases=1,
     )["release"]
-    manifest = common.read_json(os.path.join(release, "manifest.json"))
+    manifest = storage.read_json(os.path.join(release, "manifest.json"))
     assert {"item_index/index.faiss", "item_index/item_ids.parquet"} <= set(manifest["files"])
     flat, ids = logic.read_item_index(os.path.join(release, "item_index"))
     assert isinstance(flat, faiss.IndexFlatIP) and flat.ntotal == 400
-    published = common.read_parquet(os.path.join(release, "user_vectors", "part-00000.parquet"))
+    published = storage.read_parquet(os.path.join(release, "user_vectors", "part-00000.parquet"))
     vectors = np.array(published.column("vector").to_pylist(), np.float32)
     got_scores, got = flat.search(vectors, 20)
-    recalls = common.read_parquet(os.path.join(release, "recalls", "part-00000.parquet"))
+    recalls = storage.read_parquet(os.path.join(release, "recalls", "part-00000.parquet"))
     assert [[ids[i] for i in row] for row in got] == recalls.column("item_ids").to_pylist()
     np.testing.assert_allclose(
         got_scores, recalls.column("scores").to_pylist(), rtol=1e-5, atol=1e-5
     )
+
+
+@pytest.mark.parametrize("point", ["publish:written", "publish:pointed", "publish:switched"])
+def test_kill_9_at_each_step_of_publishing_leaves_a_whole_published_set(tmp_path, point):
+    """kill -9 inside Publish, where its failpoints are: a subprocess publishes release r2 over
+    r1 and is killed at `point`. The published set stays whole at every point: before LATEST
+    is written the old release stays current; after it the new one is, and `published` follows
+    once switched. (Three whole-pipeline runs proved this before; the logic is the same.)"""
+    out = str(tmp_path / "out")
+    before = os.path.basename(_publish(out, str(tmp_path), "r1"))
+    code = (
+        "import sys\n"
+        f"sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})\n"
+        "import test_publish\n"
+        f"test_publish._publish({out!r}, {str(tmp_path)!r}, 'r2')\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, common.FAILPOINT_ENV: point},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == -signal.SIGKILL, run.stderr[-3000:]
+    current = logic.current_release(out)
+    logic.verify_release(current)
+    after = os.path.basename(current)
+    assert (after == before) == (point == "publish:written")
+    link = os.readlink(os.path.join(out, "published"))
+    assert (link == os.path.join("releases", after)) == (point != "publish:pointed")

@@ -17,9 +17,9 @@ import tensorflow as tf
 from apache_beam.testing.util import assert_that, equal_to
 
 from offline_recall.components import common
-from offline_recall.components import contracts as C
 from offline_recall.components.recall import exact, logic
-from offline_recall.trainer import export
+from offline_recall.core import contracts as C
+from offline_recall.core import model_artifact
 from offline_recall.trainer import features as F
 
 
@@ -223,14 +223,16 @@ def _model_with_items(tmp_path, items) -> str:
         },
         schema=C.ITEM_VECTORS_SCHEMA,
     )
-    export.write_item_vectors(model_uri, table)
+    model_artifact.write_item_vectors(model_uri, table)
     return model_uri
 
 
 def test_beam_item_shards_give_the_unsharded_rows(tmp_path):
     items, users, visited = integer_case(7, num_items=120, num_users=30)
     model_uri = _model_with_items(tmp_path, items)
-    np.testing.assert_array_equal(export.read_item_vector_rows(model_uri, 30, 70), items[30:70])
+    np.testing.assert_array_equal(
+        model_artifact.read_item_vector_rows(model_uri, 30, 70), items[30:70]
+    )
 
     def batches():
         return [

@@ -5,16 +5,17 @@ import os
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
+from conftest import report_summary
 
-from offline_recall.components import contracts as C
 from offline_recall.components.report import logic
 from offline_recall.components.report import page as report
+from offline_recall.core import contracts as C
 
 
 def test_report_files_and_escaping(tmp_path):
     summary = {
-        "status": "published",
-        "finished_at": "now",
+        **report_summary(),
         "ingest": {"rows_read": 10, "reasons": {"<script>alert(1)</script>": 1}},
     }
     page = report.write_report(
@@ -22,8 +23,11 @@ def test_report_files_and_escaping(tmp_path):
         summary,
         item_counts=np.array([50, 20, 5, 1]),
         history_lengths=np.array([1, 2, 2, 9]),
-        metrics_at_k={10: {"hr": 0.1234, "ndcg": 0.05}, 50: {"hr": 0.4321, "ndcg": 0.1}},
-        popularity_metrics_at_k={10: {"hr": 0.01}},
+        metrics_at_k={
+            10: {"hr": 0.1234, "ndcg": 0.05, "coverage": 0.3},
+            50: {"hr": 0.4321, "ndcg": 0.1, "coverage": 0.6},
+        },
+        popularity_metrics_at_k={10: {"hr": 0.01, "ndcg": 0.005}, 50: {"hr": 0.02, "ndcg": 0.01}},
         top1_scores=np.array([1.0, 2.0]),
     )
     text = open(page, encoding="utf-8").read()
@@ -39,20 +43,22 @@ def test_report_files_and_escaping(tmp_path):
 def test_report_with_empty_inputs(tmp_path):
     page = report.write_report(
         str(tmp_path / "r"),
-        {"status": "x"},
+        report_summary("x"),
         item_counts=np.array([]),
         history_lengths=np.array([]),
         metrics_at_k={},
+        popularity_metrics_at_k={},
         top1_scores=np.array([]),
     )
     assert "no items" in open(page, encoding="utf-8").read()
     # Rewriting replaces the folder whole.
     report.write_report(
         str(tmp_path / "r"),
-        {"status": "y"},
+        report_summary("y"),
         item_counts=np.array([3, 1]),
         history_lengths=np.array([2]),
         metrics_at_k={},
+        popularity_metrics_at_k={},
     )
     assert set(os.listdir(tmp_path / "r")) == {
         "item_popularity.png",
@@ -94,11 +100,14 @@ def test_comparison_and_health_sections_say_what_they_show_or_why_not():
     }
     html = page.health_section(health)
     assert "12.5%" in html and "<td>OOV</td><td>2</td>" in html
-    assert page.health_section(None) == "" and page.comparison_section(None) == ""
+    assert page.health_section(None) == ""
 
 
 def test_holdout_note_says_when_the_metrics_are_a_sample():
-    every = {"evaluate": {"model": {"users": 200}}, "recall": {"eval": {"users": 200}}}
+    every = {
+        "evaluate": {"model": {"users": 200}},
+        "recall": {"eval": {"users": 200, "sampled_from_users": 200}},
+    }
     assert "every holdout user: 200" in report.holdout_note(every)
     sample = {
         "evaluate": {"model": {"users": 60}},
@@ -111,7 +120,8 @@ def test_holdout_note_says_when_the_metrics_are_a_sample():
         "recall": {"eval": {"users": 200, "sampled_from_users": 200}},
     }
     assert "every holdout user: 200" in report.holdout_note(small)
-    assert report.holdout_note({"status": "failed"}) == ""
+    with pytest.raises(KeyError, match="evaluate"):
+        report.holdout_note({"status": "failed"})
 
 
 def _recall_file(path, scores: list[list[float]]) -> str:

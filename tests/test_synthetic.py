@@ -5,8 +5,8 @@ import csv
 
 import numpy as np
 
+from offline_recall.core.config import SyntheticConfig
 from offline_recall.pipeline import synthetic
-from offline_recall.pipeline.config import SyntheticConfig
 
 SMALL = {"num_users": 300, "num_items": 200, "num_clusters": 10, "mean_events_per_user": 15}
 

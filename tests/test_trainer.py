@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from offline_recall.pipeline.config import TrainerConfig
+from offline_recall.core import model_artifact
+from offline_recall.core.config import TrainerConfig
 from offline_recall.trainer import encoders, export, hparams, losses
 from offline_recall.trainer import features as F
 from offline_recall.trainer import model as model_lib
@@ -392,7 +393,7 @@ def test_exported_vectors_reproduce_the_model_logits(tmp_path, variant):
         [F.encode_id(f"i{n}".encode()) for n in range(num_classes)], kernel, bias, {}
     )
     items = np.asarray(table.column("vector").to_pylist(), np.float32)
-    published = export.augment_user_vectors(user_vectors) @ items.T
+    published = model_artifact.augment_user_vectors(user_vectors) @ items.T
 
     # The model's own logits, from the graph that training built, at the same checkpoint.
     with tf.Graph().as_default():
@@ -436,7 +437,7 @@ def test_learning_rate_decays_linearly_to_the_floor():
 
 
 def test_every_option_name_is_a_function_of_that_name():
-    from offline_recall.trainer import options
+    from offline_recall.core import options
 
     assert set(model_lib.ENCODERS) == set(options.ENCODERS)
     assert set(model_lib.LOSSES) == set(options.LOSSES)

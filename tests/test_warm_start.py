@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from offline_recall.pipeline.config import TrainerConfig
+from offline_recall.core.config import TrainerConfig
 from offline_recall.trainer import features as F
 from offline_recall.trainer import hparams, warm_start
 from offline_recall.trainer import model as model_lib

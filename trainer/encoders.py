@@ -1,5 +1,5 @@
 """History encoders: item-index histories -> user vectors. One function per `trainer.encoder`,
-named as the option is (registered in `trainer/options.py`).
+named as the option is (registered in `core/options.py`).
 
 Every encoder returns `(user_vector [batch, dim], per_position [batch, max_len, dim])`. Row i of
 `per_position` encodes the history up to and including slot i only (it is causal), so the

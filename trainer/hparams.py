@@ -11,8 +11,9 @@ import dataclasses
 import numpy as np
 import tensorflow_transform as tft
 
-from offline_recall.pipeline.config import TrainerConfig
-from offline_recall.trainer import export, losses, options
+from offline_recall.core import options
+from offline_recall.core.config import TrainerConfig
+from offline_recall.trainer import export, losses
 from offline_recall.trainer import features as F
 
 # Auto epochs stay in this range, whatever the data size.

@@ -12,7 +12,8 @@ import os
 
 import tensorflow as tf
 
-from offline_recall.trainer import encoders, options
+from offline_recall.core import options
+from offline_recall.trainer import encoders
 from offline_recall.trainer import features as F
 
 # Padding of each model feature in a length bucket (scalars are never padded).

@@ -1,5 +1,5 @@
 """Losses over the item softmax. One function per `trainer.loss`, named as the option is
-(registered in `trainer/options.py`); each returns per-row loss.
+(registered in `core/options.py`); each returns per-row loss.
 
 Every loss scores a row's vector u against item i as the serving score `u . w_i + b_i` (the kernel
 row with its bias), so the exported item vectors rank exactly what training optimised. They share
@@ -17,7 +17,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from offline_recall.trainer import options
+from offline_recall.core import options
 
 
 @dataclasses.dataclass

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from offline_recall.components.contracts import (
+from offline_recall.core import options
+from offline_recall.core.contracts import (
     BLESSING_K,
     BLESSING_METRIC,
     EARLY_STOPPING_METRICS,
     EARLY_STOPPING_NDCG,
     EARLY_STOPPING_NDCG_K,
 )
-from offline_recall.trainer import encoders, losses, options
+from offline_recall.trainer import encoders, losses
 from offline_recall.trainer import features as F
 
 ITEM_EMBEDDINGS = "item_embeddings"
@@ -19,7 +20,7 @@ USER_EMBEDDINGS = "user_embeddings"
 # The rank of a held-out item Recall could never return: beyond every cut-off.
 NOT_RANKED = 2**62
 
-# The registered name of each encoder and loss is its function's name (see trainer/options.py).
+# The registered name of each encoder and loss is its function's name (see core/options.py).
 ENCODERS = {name: getattr(encoders, name) for name in options.ENCODERS}
 LOSSES = {name: getattr(losses, name) for name in options.LOSSES}
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from offline_recall.pipeline.config import PreprocessingParams
+from offline_recall.core import dates, options
+from offline_recall.core.config import PreprocessingParams
 from offline_recall.trainer import features as F
-from offline_recall.trainer import options
 
 
 def id_to_key(ids: tf.Tensor) -> tf.Tensor:
@@ -27,9 +27,6 @@ def _single_value(sparse: tf.SparseTensor, default="") -> tf.Tensor:
     return tf.sparse.to_dense(reshaped, default_value=default)[:, 0]
 
 
-SECONDS_PER_DAY = 86400.0
-
-
 def example_age(timestamps: tf.Tensor, newest: tf.Tensor) -> tf.Tensor:
     """log1p(days from each timestamp to `newest`), clipped at 0: YouTube DNN's example age.
 
@@ -40,7 +37,7 @@ def example_age(timestamps: tf.Tensor, newest: tf.Tensor) -> tf.Tensor:
     Returns:
         float32, the shape of `timestamps`.
     """
-    days = tf.cast(newest - timestamps, tf.float64) / SECONDS_PER_DAY
+    days = tf.cast(newest - timestamps, tf.float64) / dates.SECONDS_PER_DAY
     return tf.cast(tf.math.log1p(tf.maximum(days, 0.0)), tf.float32)
 
 

@@ -14,8 +14,9 @@ import time
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from offline_recall.components.contracts import EARLY_STOPPING_METRICS
-from offline_recall.pipeline.config import TrainerParams
+from offline_recall.core import model_artifact
+from offline_recall.core.config import TrainerParams
+from offline_recall.core.contracts import EARLY_STOPPING_METRICS
 from offline_recall.trainer import export, hparams, inputs, training, warm_start
 from offline_recall.trainer import features as F
 
@@ -80,16 +81,16 @@ class _Setup:
         if not base_model:
             return None, {"used": False, "why_not": "no previous release was wired in"}
         previous_uri = os.path.dirname(base_model.rstrip("/"))
-        previous = export.read_previous(previous_uri)
-        if not previous["found"]:
-            return None, {"used": False, "why_not": previous["why_not"]}
+        previous = model_artifact.read_previous(previous_uri)
+        if not previous.found:
+            return None, {"used": False, "why_not": previous.why_not}
         warm, facts = warm_start.settings(
             previous_uri,
             self.vocabulary_file,
             self.model_params["vocab_size"],
             self.model_params,
         )
-        source = {k: previous[k] for k in ("run_id", "run_date", "release")}
+        source = {k: getattr(previous, k) for k in ("run_id", "run_date", "release")}
         return warm, {**facts, "source": source}
 
 
@@ -169,7 +170,7 @@ def run_fn(fn_args) -> None:
     model_uri = setup.export(result.estimator, result.checkpoint, fn_args.serving_model_dir)
     if config.refit_on_holdout:
         export.keep_checkpoint(result.checkpoint, model_uri)
-    export.write_train_summary(
+    model_artifact.write_train_summary(
         model_uri,
         {
             "vocab_size": model_params["vocab_size"],
@@ -209,14 +210,15 @@ def refit_run_fn(fn_args) -> None:
     if not fn_args.base_model:
         raise ValueError("refit_run_fn needs the fitted model as base_model")
     base_uri = os.path.dirname(fn_args.base_model.rstrip("/"))
-    fit_summary = export.read_train_summary(base_uri)
+    fit_summary = model_artifact.read_train_summary(base_uri)
     epochs = hparams.refit_epochs(config, fit_summary["best_epochs"])
     train_files = setup.copy_split(fn_args.train_files, "refit", inputs.train_features(spec))
     model_params = setup.model_params
     warm_start = None
     if config.refit_warm_start:
         warm_start = tf.estimator.WarmStartSettings(
-            ckpt_to_initialize_from=export.kept_checkpoint(base_uri), vars_to_warm_start=[".*"]
+            ckpt_to_initialize_from=model_artifact.kept_checkpoint(base_uri),
+            vars_to_warm_start=[".*"],
         )
     else:
         model_params = hparams.with_lr_decay(
@@ -234,7 +236,7 @@ def refit_run_fn(fn_args) -> None:
     checkpoint = estimator.latest_checkpoint()
     model_uri = setup.export(estimator, checkpoint, fn_args.serving_model_dir)
     seconds = time.time() - started
-    export.write_train_summary(
+    model_artifact.write_train_summary(
         model_uri,
         {
             **fit_summary,

@@ -12,7 +12,7 @@ import time
 
 import tensorflow as tf
 
-from offline_recall.components.contracts import EARLY_STOPPING_METRICS
+from offline_recall.core.contracts import EARLY_STOPPING_METRICS
 from offline_recall.trainer import model as model_lib
 
 # A checkpoint only where the loop asks for one (the end of a chunk), never on a timer.

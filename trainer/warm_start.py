@@ -22,8 +22,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from offline_recall.components import common
-from offline_recall.components import contracts as C
+from offline_recall.core import contracts as C
+from offline_recall.core import storage
 from offline_recall.trainer import features as F
 from offline_recall.trainer import model as model_lib
 
@@ -100,7 +100,7 @@ def write_source(checkpoint: str, model_uri: str, vocabulary_file: str, params: 
                 write_state=False,
             )
     tf.io.gfile.copy(vocabulary_file, os.path.join(folder, C.WARM_START_VOCAB_FILE), overwrite=True)
-    common.write_json(
+    storage.write_json(
         os.path.join(folder, C.WARM_START_INFO_FILE),
         {
             "architecture": architecture(params),
@@ -143,7 +143,7 @@ def settings(
     if not has_source(model_uri):
         return None, {"used": False, "why_not": "the previous model has no warm-start source"}
     folder = source_dir(model_uri)
-    info = common.read_json(os.path.join(folder, C.WARM_START_INFO_FILE))
+    info = storage.read_json(os.path.join(folder, C.WARM_START_INFO_FILE))
     wanted = architecture(params)
     # JSON turns tuples into lists; compare like with like.
     if info["architecture"] != json.loads(json.dumps(wanted)):

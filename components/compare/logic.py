@@ -11,8 +11,8 @@ import apache_beam as beam
 import tensorflow as tf
 
 from offline_recall.components import common
-from offline_recall.components import contracts as C
-from offline_recall.trainer import export
+from offline_recall.core import contracts as C
+from offline_recall.core import model_artifact, records, storage
 
 
 def jaccard(today: Iterable[str], before: Iterable[str]) -> float:
@@ -57,15 +57,15 @@ def churn_summary(counts: dict, new_recalled: int, facts: dict) -> dict:
     }
 
 
-def metrics_side_by_side(metrics: dict) -> dict[str, dict[str, float]]:
-    """{"hr@50": {"today", "previous"}, ...}: both models on today's holdout, at every K."""
-    baseline = (metrics.get("baseline") or {}).get("model", {})
+def metrics_side_by_side(evaluation: records.Evaluation) -> dict[str, dict[str, float | None]]:
+    """{"hr@50": {"today", "previous"}, ...}: both models on today's holdout, at every K;
+    "previous" is None where no baseline was scored (a previous release without a model)."""
     out = {}
-    for k in metrics["ks"]:
+    for k in evaluation.ks:
         for name in ("hr", "ndcg"):
             key = C.metric_key(name, k)
-            if key in metrics["model"]:
-                out[key] = {"today": metrics["model"][key], "previous": baseline.get(key)}
+            previous = evaluation.baseline.model[key] if evaluation.baseline else None
+            out[key] = {"today": evaluation.model[key], "previous": previous}
     return out
 
 
@@ -74,7 +74,7 @@ def compare(
     recalls_dir: str,
     model_uri: str,
     previous_uri: str,
-    metrics: dict,
+    metrics: records.Evaluation,
     summary_path: str,
 ) -> dict:
     """Compares today's serving recalls with the previous release's and writes the summary.
@@ -93,23 +93,23 @@ def compare(
         (users_compared, users_changed, share_changed, mean_jaccard, users_new, users_gone) and
         the catalog's change (catalog_items, new_items, dropped_items, new_items_recalled).
     """
-    previous = export.read_previous(previous_uri)
-    release = previous.get("release")
-    if not previous["found"]:
-        result = {"compared": False, "why_not": previous["why_not"]}
+    previous = model_artifact.read_previous(previous_uri)
+    release = previous.release
+    if not previous.found:
+        result = {"compared": False, "why_not": previous.why_not}
     elif not tf.io.gfile.isdir(os.path.join(release, C.RECALLS_DIR)):
         result = {"compared": False, "why_not": f"{release} has no recalls/ any more"}
     else:
         today_items = set(
-            export.read_item_vector_table(model_uri).column(C.ITEM_ID_COLUMN).to_pylist()
+            model_artifact.read_item_vector_table(model_uri).column(C.ITEM_ID_COLUMN).to_pylist()
         )
         before_items = set(
-            export.read_item_vector_table(previous_uri).column(C.ITEM_ID_COLUMN).to_pylist()
+            model_artifact.read_item_vector_table(previous_uri).column(C.ITEM_ID_COLUMN).to_pylist()
         )
         new_items = today_items - before_items
         facts = {
             "compared": True,
-            "previous": {k: previous[k] for k in ("run_id", "run_date", "release")},
+            "previous": {k: getattr(previous, k) for k in ("run_id", "run_date", "release")},
             "metrics": metrics_side_by_side(metrics),
             "catalog_items": len(today_items),
             "new_items": len(new_items),
@@ -145,6 +145,6 @@ def compare(
                 counts=beam.pvalue.AsSingleton(counts),
                 new_recalled=beam.pvalue.AsSingleton(recalled_new),
             )
-        return common.read_json(summary_path)
-    common.write_json(summary_path, result)
+        return storage.read_json(summary_path)
+    storage.write_json(summary_path, result)
     return result

@@ -3,11 +3,12 @@ on the same holdout, and the blessing."""
 
 from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.types import channel_utils, component_spec, standard_artifacts
+from tfx.types.experimental import simple_artifacts
 
 from offline_recall.components import artifacts
-from offline_recall.components import contracts as C
 from offline_recall.components.evaluate import executor
-from offline_recall.pipeline.config import EvaluateConfig
+from offline_recall.core import contracts as C
+from offline_recall.core.config import EvaluateConfig
 
 
 class EvaluateSpec(component_spec.ComponentSpec):
@@ -24,7 +25,7 @@ class EvaluateSpec(component_spec.ComponentSpec):
     OUTPUTS = {
         C.METRICS_KEY: component_spec.ChannelParameter(type=artifacts.RecallMetrics),
         C.BLESSING_KEY: component_spec.ChannelParameter(type=standard_artifacts.ModelBlessing),
-        C.SCALAR_METRICS_KEY: component_spec.ChannelParameter(type=artifacts.ScalarMetrics),
+        C.SCALAR_METRICS_KEY: component_spec.ChannelParameter(type=simple_artifacts.Metrics),
     }
 
 
@@ -42,6 +43,6 @@ class Evaluate(base_beam_component.BaseBeamComponent):
                 custom_config=config.to_json(),
                 metrics=channel_utils.as_channel([artifacts.RecallMetrics()]),
                 blessing=channel_utils.as_channel([standard_artifacts.ModelBlessing()]),
-                scalar_metrics=channel_utils.as_channel([artifacts.ScalarMetrics()]),
+                scalar_metrics=channel_utils.as_channel([simple_artifacts.Metrics()]),
             )
         )

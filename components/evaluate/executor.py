@@ -8,14 +8,15 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils
 
 from offline_recall.components import common
-from offline_recall.components import contracts as C
 from offline_recall.components.evaluate import logic
-from offline_recall.pipeline.config import EvaluateConfig
+from offline_recall.core import contracts as C
+from offline_recall.core.config import EvaluateConfig
 from offline_recall.trainer import features as F
 
 
 class Executor(base_beam_executor.BaseBeamExecutor):
     def Do(self, input_dict, output_dict, exec_properties) -> None:  # noqa: N802
+        common.make_output_dirs(output_dict)
         recalls_uri = artifact_utils.get_single_uri(input_dict[C.RECALLS_KEY])
         sequences_uri = artifact_utils.get_single_uri(input_dict[C.SEQUENCES_KEY])
         blessing = artifact_utils.get_single_instance(output_dict[C.BLESSING_KEY])
@@ -30,7 +31,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             EvaluateConfig.from_json(exec_properties[C.CONFIG_KEY]),
             artifact_utils.get_single_uri(input_dict[C.PREVIOUS_KEY]),
         )
-        blessing.set_int_custom_property(C.BLESSED_PROPERTY, int(metrics["blessed"]))
+        blessing.set_int_custom_property(C.BLESSED_PROPERTY, int(metrics.blessed))
         # The headline numbers where the KFP and ML Metadata UIs show them.
         for artifact_key in (C.METRICS_KEY, C.SCALAR_METRICS_KEY):
             artifact = artifact_utils.get_single_instance(output_dict[artifact_key])

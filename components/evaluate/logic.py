@@ -16,11 +16,11 @@ import numpy as np
 import tensorflow as tf
 
 from offline_recall.components import common
-from offline_recall.components import contracts as C
-from offline_recall.components.contracts import BLESSING_K
 from offline_recall.components.recall import logic as recall_logic
-from offline_recall.pipeline.config import EvaluateConfig, RecallConfig
-from offline_recall.trainer import export
+from offline_recall.core import contracts as C
+from offline_recall.core import model_artifact, records, storage
+from offline_recall.core.config import EvaluateConfig, RecallConfig
+from offline_recall.core.contracts import BLESSING_K
 from offline_recall.trainer import features as F
 
 # The baseline's search (Evaluate gets no recall section): one catalog shard, the recall
@@ -94,7 +94,7 @@ class PopularityMetricsFn(beam.DoFn):
         self._ks = list(ks)
 
     def setup(self):
-        ids, counts = export.read_item_counts(self._model_uri)
+        ids, counts = model_artifact.read_item_counts(self._model_uri)
         order = np.argsort(-counts, kind="stable")
         self._popular = [ids[i] for i in order]
 
@@ -144,7 +144,7 @@ class DecileHitsFn(beam.DoFn):
         self._model_uri = model_uri
 
     def setup(self):
-        ids, counts = export.read_item_counts(self._model_uri)
+        ids, counts = model_artifact.read_item_counts(self._model_uri)
         self._decile = dict(zip(ids, popularity_deciles(counts).tolist(), strict=True))
 
     def process(self, row: dict):
@@ -161,7 +161,7 @@ class HistoryOovFn(beam.DoFn):
         self._model_uri = model_uri
 
     def setup(self):
-        ids = export.read_item_ids(self._model_uri)
+        ids = model_artifact.read_item_ids(self._model_uri)
         self._known = set(ids)
 
     def process(self, serialized: bytes):
@@ -242,7 +242,7 @@ def OutputHealth(recalls, serving_examples, model_uri: str, list_length: int):  
 
 def health_metrics(raw: dict, catalog_size: int) -> dict:
     """The output health numbers from what `OutputHealth` computed."""
-    users = raw["model"].get("users", 0)
+    users = raw["model"]["users"]
     counts = raw["recalled_counts"]
     oov = raw["serving_oov"]
     return {
@@ -340,7 +340,10 @@ def ScoreBaseline(eval_examples, baseline_uri: str, ks: Sequence[int]):  # noqa:
 
 
 def finalize_metrics(
-    raw: dict, catalog_size: int, ks: Sequence[int], previous: dict | None = None
+    raw: dict,
+    catalog_size: int,
+    ks: Sequence[int],
+    previous: records.PreviousRelease | None = None,
 ) -> dict:
     """Adds recall@k (= hr@k, one held-out item per user) and coverage@k to the raw metrics,
     and names the release the baseline metrics (if any) are of.
@@ -349,28 +352,33 @@ def finalize_metrics(
         raw: what `raw_metrics` wrote.
         catalog_size: recommendable items.
         ks: the cut-offs.
-        previous: PreviousRelease's previous.json when it found a release.
+        previous: PreviousRelease's record when it found a release.
     """
     coverage_counts = {int(k): v for k, v in raw["coverage_counts"].items()}
-    model = dict(raw["model"])
+    model, popularity = dict(raw["model"]), dict(raw["popularity"])
+    if model["users"] == 0:
+        # No user has a holdout: nothing was scored, and the blessing refuses the run for it.
+        unscored = {C.metric_key(name, k): 0.0 for k in ks for name in ("hr", "ndcg")}
+        model.update(unscored)
+        popularity.update(unscored)
     for k in ks:
-        model[C.metric_key("recall", k)] = model.get(C.metric_key("hr", k), 0.0)
+        model[C.metric_key("recall", k)] = model[C.metric_key("hr", k)]
         model[C.metric_key("coverage", k)] = (
             coverage_counts.get(k, 0) / catalog_size if catalog_size else 0.0
         )
     baseline = None
-    if raw.get("baseline") is not None and previous:
+    if raw["baseline"] is not None and previous:
         baseline = {
             "model": raw["baseline"],
-            "run_id": previous["run_id"],
-            "run_date": previous["run_date"],
-            "release": previous["release"],
+            "run_id": previous.run_id,
+            "run_date": previous.run_date,
+            "release": previous.release,
             # What that release scored on its own day's holdout, for reference only.
-            "own_holdout": previous.get("metrics", {}).get("model", {}),
+            "own_holdout": previous.metrics.model,
         }
     return {
         "model": model,
-        "popularity": raw["popularity"],
+        "popularity": popularity,
         "baseline": baseline,
         "health": health_metrics(raw, catalog_size) if "recalled_counts" in raw else None,
         "catalog_size": catalog_size,
@@ -394,7 +402,7 @@ def bless(metrics: dict, catalog_size: int, config: EvaluateConfig) -> tuple[boo
     reasons = []
     key = C.BLESSING_METRIC
     model, popular = metrics["model"], metrics["popularity"]
-    if model.get("users", 0) == 0:
+    if model["users"] == 0:
         return False, ["no eval users: no user has enough events for a holdout"]
     if catalog_size == 0:
         return False, ["empty catalog"]
@@ -406,11 +414,11 @@ def bless(metrics: dict, catalog_size: int, config: EvaluateConfig) -> tuple[boo
     ratio = config.min_ratio_to_popularity
     if hr < ratio * popular[key]:
         reasons.append(f"{key} {hr:.4f} < {ratio} x popularity baseline {popular[key]:.4f}")
-    health = metrics.get("health")
+    health = metrics["health"]
     if health:
         reasons.extend(health_reasons(health, config))
-    baseline = metrics.get("baseline")
-    if baseline and key in baseline["model"]:
+    baseline = metrics["baseline"]
+    if baseline:
         floor = (1.0 - config.max_regression) * baseline["model"][key]
         if hr < floor:
             reasons.append(
@@ -451,25 +459,23 @@ def health_reasons(health: dict, config: EvaluateConfig) -> list[str]:
     return reasons
 
 
-def headline_metrics(metrics: dict) -> dict[str, float]:
-    """{hr@K, ndcg@K, coverage@K, popularity_hr@K} at every K, and `blessed` as 0/1."""
-    headline = {"blessed": float(metrics["blessed"])}
-    for k in metrics["ks"]:
+def headline_metrics(evaluation: records.Evaluation) -> dict[str, float]:
+    """{hr@K, ndcg@K, coverage@K, popularity_hr@K, baseline_hr@K ...} at every K, the health
+    figures, and `blessed` as 0/1: what the ML Metadata and KFP UIs show on the artifacts."""
+    headline = {"blessed": float(evaluation.blessed)}
+    for k in evaluation.ks:
         for name in ("hr", "ndcg", "coverage"):
             key = C.metric_key(name, k)
-            if key in metrics["model"]:
-                headline[key] = float(metrics["model"][key])
+            headline[key] = float(evaluation.model[key])
         key = C.metric_key("hr", k)
-        if key in metrics["popularity"]:
-            headline[f"popularity_{key}"] = float(metrics["popularity"][key])
-        baseline = (metrics.get("baseline") or {}).get("model", {})
-        for name in ("hr", "ndcg"):
-            key = C.metric_key(name, k)
-            if key in baseline:
-                headline[f"baseline_{key}"] = float(baseline[key])
-    health = metrics.get("health") or {}
-    for key in (C.metric_key("gini", BLESSING_K), "short_list_share", "serving_oov_rate"):
-        if key in health:
+        headline[f"popularity_{key}"] = float(evaluation.popularity[key])
+        if evaluation.baseline is not None:
+            for name in ("hr", "ndcg"):
+                key = C.metric_key(name, k)
+                headline[f"baseline_{key}"] = float(evaluation.baseline.model[key])
+    if evaluation.health is not None:
+        health = evaluation.health.to_dict()
+        for key in (C.metric_key("gini", BLESSING_K), "short_list_share", "serving_oov_rate"):
             headline[key] = float(health[key])
     return headline
 
@@ -501,12 +507,12 @@ def evaluate(
             release) for no baseline.
 
     Returns:
-        metrics.json's content, with `blessed` and `not_blessed_because`.
+        What it wrote as metrics.json.
     """
     ks = config.metric_ks()
     raw_path = os.path.join(metrics_dir, C.RAW_METRICS_FILE)
-    previous = export.read_previous(previous_uri) if previous_uri else None
-    if previous and not previous["found"]:
+    previous = model_artifact.read_previous(previous_uri) if previous_uri else None
+    if previous and not previous.found:
         previous = None
     with make_pipeline() as pipeline:
         recalls = pipeline | "ReadRecalls" >> beam.io.ReadFromParquet(recalls_pattern)
@@ -533,13 +539,14 @@ def evaluate(
             coverage=beam.pvalue.AsDict(result["coverage"]),
             **side,
         )
-    catalog_size = export.read_item_vector_table(model_uri).num_rows
-    metrics = finalize_metrics(common.read_json(raw_path), catalog_size, ks, previous)
+    catalog_size = model_artifact.read_item_vector_table(model_uri).num_rows
+    metrics = finalize_metrics(storage.read_json(raw_path), catalog_size, ks, previous)
     blessed, reasons = bless(metrics, catalog_size, config)
-    metrics["blessed"] = blessed
-    metrics["not_blessed_because"] = reasons
-    common.write_json(os.path.join(metrics_dir, C.METRICS_FILE), metrics)
+    evaluation = records.Evaluation.from_dict(
+        {**metrics, "blessed": blessed, "not_blessed_because": reasons}, where=C.METRICS_FILE
+    )
+    evaluation.write(records.Evaluation.path_in(metrics_dir))
     marker = C.BLESSED_FILE if blessed else C.NOT_BLESSED_FILE
     with tf.io.gfile.GFile(os.path.join(blessing_dir, marker), "w") as f:
         f.write("\n".join(reasons))
-    return metrics
+    return evaluation

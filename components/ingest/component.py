@@ -9,9 +9,9 @@ from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.types import channel_utils, component_spec, standard_artifacts
 
 from offline_recall.components import artifacts
-from offline_recall.components import contracts as C
 from offline_recall.components.ingest import executor
-from offline_recall.pipeline.config import IngestConfig
+from offline_recall.core import contracts as C
+from offline_recall.core.config import IngestConfig
 
 
 class IngestExampleGenSpec(component_spec.ComponentSpec):

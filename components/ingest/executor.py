@@ -8,14 +8,15 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils
 
 from offline_recall.components import common
-from offline_recall.components import contracts as C
 from offline_recall.components.ingest import logic, sources
-from offline_recall.pipeline.config import IngestConfig
+from offline_recall.core import contracts as C
+from offline_recall.core.config import IngestConfig
 from offline_recall.trainer import features as F
 
 
 class Executor(base_beam_executor.BaseBeamExecutor):
     def Do(self, input_dict, output_dict, exec_properties) -> None:  # noqa: N802
+        common.make_output_dirs(output_dict)
         config = IngestConfig.from_json(exec_properties[C.CONFIG_KEY])
         input_base = exec_properties[C.INPUT_BASE_KEY]
         files, window = sources.preflight(

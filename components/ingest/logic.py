@@ -13,9 +13,10 @@ from collections.abc import Callable
 import apache_beam as beam
 
 from offline_recall.components import common
-from offline_recall.components.contracts import QUARANTINE_PREFIX
 from offline_recall.components.ingest import rows, sources
-from offline_recall.pipeline.config import IngestConfig
+from offline_recall.core import storage
+from offline_recall.core.config import IngestConfig
+from offline_recall.core.contracts import QUARANTINE_PREFIX
 
 # With a run date, nothing is "future": events after the run date are out of the window.
 NO_FUTURE_LIMIT = 2**62
@@ -92,6 +93,6 @@ def ingest_clicks(
             blank=beam.pvalue.AsSingleton(result["blank"]),
             file_tallies=beam.pvalue.AsList(result["file_tallies"]),
         )
-    summary = common.read_json(summary_path)
+    summary = storage.read_json(summary_path)
     rows.check_counts(summary, config.max_bad_fraction, quarantine_dir)
     return summary

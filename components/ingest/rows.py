@@ -21,6 +21,7 @@ import apache_beam as beam
 from offline_recall.components import common
 from offline_recall.components.errors import IngestError
 from offline_recall.components.ingest import sources
+from offline_recall.core import dates
 from offline_recall.trainer import features as F
 
 VALID, QUARANTINED, BLANK, FILE_TALLY = "valid", "quarantined", "blank", "file_tally"
@@ -53,8 +54,6 @@ def _has_surrogates(text: str) -> bool:
     return any("\udc80" <= ch <= "\udcff" for ch in text)
 
 
-_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
-_MICROSECOND = datetime.timedelta(microseconds=1)
 # Strict decimal numbers: ASCII digits, an optional sign and fraction; no `1_000`, no exponent,
 # no other scripts' digits (which Python's int() and float() accept).
 _DECIMAL = re.compile(r"[+-]?[0-9]+(\.[0-9]+)?", re.ASCII)
@@ -70,7 +69,7 @@ ISO = "iso8601"
 def _micros_of_datetime(dt: datetime.datetime) -> int:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=datetime.UTC)  # a naive time is UTC
-    return (dt - _EPOCH) // _MICROSECOND
+    return dates.micros_of(dt)
 
 
 def _epoch_unit(number: decimal.Decimal, unit: str) -> str:

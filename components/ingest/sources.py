@@ -22,13 +22,12 @@ from dataclasses import dataclass
 import pyarrow as pa
 import tensorflow as tf
 
-from offline_recall.components import common
 from offline_recall.components.errors import IngestError
+from offline_recall.core import dates, storage
 from offline_recall.trainer import features as F
 
 CSV, PARQUET, TFRECORD = "csv", "parquet", "tfrecord"
 _SPAN_DIR = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
-_EPOCH = datetime.date(1970, 1, 1)
 ROW_BITS = 40  # input_order = file_rank << ROW_BITS | row_number
 
 
@@ -108,13 +107,10 @@ class Window:
         """(start inclusive, end exclusive) in epoch microseconds; None where open."""
         start = end = None
         if self.first_day:
-            start = (datetime.date.fromisoformat(self.first_day) - _EPOCH).days * _DAY_MICROS
+            start = dates.day_start_micros(self.first_day)
         if self.run_date:
-            end = ((datetime.date.fromisoformat(self.run_date) - _EPOCH).days + 1) * _DAY_MICROS
+            end = dates.day_end_micros(self.run_date)
         return start, end
-
-
-_DAY_MICROS = 86_400 * 1_000_000
 
 
 def parse_run_date(text: str) -> datetime.date:
@@ -200,7 +196,7 @@ def discover(
         )
     if max_spans:
         chosen = chosen[-int(max_spans) :]
-    pairs = [((d - _EPOCH).days, path) for d, folder in chosen for path in _data_files(folder)]
+    pairs = [(dates.span_of(d), path) for d, folder in chosen for path in _data_files(folder)]
     files = [InputFile(p, file_format(p), span, rank) for rank, (span, p) in enumerate(pairs)]
     return files, window
 
@@ -208,16 +204,16 @@ def discover(
 def _window(day: datetime.date | None, window_days: int | None) -> Window:
     if day is None:
         return Window()
-    first = day - datetime.timedelta(days=window_days - 1) if window_days else None
+    first = dates.first_day_of_window(day, window_days) if window_days else None
     return Window(day.isoformat(), first.isoformat() if first else None)
 
 
 def _open_file(path: str):
     """A binary file: the local one as the OS opens it (its errors name the cause), anything
     else through tf.io.gfile."""
-    if common.is_local(path):
+    if storage.is_local(path):
         return open(path, "rb")  # noqa: SIM115 - closed by the caller's with-block
-    return io.BufferedReader(common.GFileRaw(path))
+    return io.BufferedReader(storage.GFileRaw(path))
 
 
 def _open_binary(path: str):
@@ -286,7 +282,7 @@ def preflight_file(f: InputFile) -> bool:
                 return any(line.strip() for line in text)
         if f.format == PARQUET:
             try:
-                parquet = common.open_parquet(f.path)
+                parquet = storage.open_parquet(f.path)
             except Exception as e:  # noqa: BLE001 - pyarrow raises several types for bad files
                 raise IngestError(f"{f.path}: not a Parquet file: {e}") from e
             check_header(f.path, parquet.schema_arrow.names)
@@ -461,7 +457,7 @@ def plan_splits(f: InputFile, split_bytes: int) -> list[FileSplit]:
         split_bytes: about how many bytes one part holds.
     """
     if f.format == PARQUET:
-        metadata = common.open_parquet(f.path).metadata
+        metadata = storage.open_parquet(f.path).metadata
         splits, start, first_row, size, row = [], 0, 1, 0, 1
         for group in range(metadata.num_row_groups):
             if size >= split_bytes:
@@ -579,7 +575,7 @@ def read_parquet(f: InputFile | FileSplit, row_ok=None) -> Iterator[dict]:
     del row_ok  # one row is one record: nothing to recover
     split = as_split(f)
     f = split.file
-    parquet = common.open_parquet(f.path)
+    parquet = storage.open_parquet(f.path)
     stop = parquet.metadata.num_row_groups if split.stop is None else split.stop
     row_number = split.first_row - 1
     for batch in parquet.iter_batches(batch_size=65536, row_groups=list(range(split.start, stop))):

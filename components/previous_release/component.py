@@ -10,8 +10,8 @@ from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import channel_utils, component_spec, standard_artifacts
 
 from offline_recall.components import artifacts
-from offline_recall.components import contracts as C
 from offline_recall.components.previous_release import executor
+from offline_recall.core import contracts as C
 
 
 class PreviousReleaseSpec(component_spec.ComponentSpec):

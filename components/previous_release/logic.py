@@ -14,9 +14,9 @@ import numpy as np
 import pyarrow as pa
 import tensorflow as tf
 
-from offline_recall.components import common, releases
-from offline_recall.components import contracts as C
-from offline_recall.trainer import export
+from offline_recall.components import releases
+from offline_recall.core import contracts as C
+from offline_recall.core import model_artifact, records, storage
 
 # The version folder the copied SavedModel gets under Format-Serving.
 SERVING_VERSION = "1"
@@ -25,8 +25,8 @@ SERVING_VERSION = "1"
 def item_vectors_from_release(release_dir: str) -> pa.Table:
     """A release's published item vectors as the Model artifact's table (indices in file order)."""
     parts = [
-        common.read_parquet(path)
-        for path in common.parquet_files(os.path.join(release_dir, C.ITEM_VECTORS_DIR))
+        storage.read_parquet(path)
+        for path in storage.parquet_files(os.path.join(release_dir, C.ITEM_VECTORS_DIR))
     ]
     table = pa.concat_tables(parts) if parts else C.ITEM_VECTORS_SCHEMA.empty_table()
     return pa.table(
@@ -40,7 +40,7 @@ def item_vectors_from_release(release_dir: str) -> pa.Table:
     )
 
 
-def materialize(output_dir: str, run_date: str | None, model_uri: str) -> dict:
+def materialize(output_dir: str, run_date: str | None, model_uri: str) -> records.PreviousRelease:
     """Finds the previous release (`releases.previous_release`) and copies it into `model_uri`.
 
     Args:
@@ -49,29 +49,31 @@ def materialize(output_dir: str, run_date: str | None, model_uri: str) -> dict:
         model_uri: the Model artifact to fill.
 
     Returns:
-        previous.json's content: {found, why (or why_not), run_id, run_date, release,
-        metrics (the release's own holdout metrics)}.
+        What it wrote as previous.json.
     """
     release, why = releases.previous_release(output_dir, run_date)
     if release is None:
-        found = {"found": False, "why_not": why}
+        found = records.PreviousRelease.none_found(why)
     else:
-        common.copy_tree(
+        storage.copy_tree(
             os.path.join(release.folder, C.RELEASE_MODEL_DIR),
             os.path.join(model_uri, C.SERVING_MODEL_DIR, SERVING_VERSION),
         )
-        export.write_item_vectors(model_uri, item_vectors_from_release(release.folder))
+        model_artifact.write_item_vectors(model_uri, item_vectors_from_release(release.folder))
         warm = os.path.join(release.folder, C.WARM_START_DIR)
         if tf.io.gfile.isdir(warm):
-            common.copy_tree(warm, os.path.join(model_uri, C.WARM_START_DIR))
-        manifest = common.read_json(os.path.join(release.folder, C.MANIFEST_FILE))
-        found = {
-            "found": True,
-            "why": why,
-            "run_id": release.run_id,
-            "run_date": release.run_date,
-            "release": release.folder,
-            "metrics": manifest.get("metrics", {}),
-        }
-    common.write_json(os.path.join(model_uri, C.PREVIOUS_FILE), found)
+            storage.copy_tree(warm, os.path.join(model_uri, C.WARM_START_DIR))
+        manifest_path = os.path.join(release.folder, C.MANIFEST_FILE)
+        found = records.PreviousRelease(
+            found=True,
+            why=why,
+            why_not=None,
+            run_id=release.run_id,
+            run_date=release.run_date,
+            release=release.folder,
+            metrics=records.ReleaseMetrics.from_dict(
+                storage.read_json(manifest_path)["metrics"], where=f"{manifest_path}: metrics"
+            ),
+        )
+    found.write(records.PreviousRelease.path_in(model_uri))
     return found

@@ -5,9 +5,9 @@ from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import channel_utils, component_spec, standard_artifacts
 
 from offline_recall.components import artifacts
-from offline_recall.components import contracts as C
 from offline_recall.components.publish import executor
-from offline_recall.pipeline.config import Config
+from offline_recall.core import contracts as C
+from offline_recall.core.config import Config
 
 
 class PublishSpec(component_spec.ComponentSpec):

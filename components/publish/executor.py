@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
 
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
 from offline_recall.components import common
-from offline_recall.components import contracts as C
 from offline_recall.components.publish import logic
-from offline_recall.pipeline.config import PublishConfig
-from offline_recall.trainer import export
+from offline_recall.core import contracts as C
+from offline_recall.core import model_artifact, records
+from offline_recall.core.config import PublishConfig
 
 
 class Executor(base_executor.BaseExecutor):
     def Do(self, input_dict, output_dict, exec_properties) -> None:  # noqa: N802
+        common.make_output_dirs(output_dict)
         blessing = artifact_utils.get_single_instance(input_dict[C.BLESSING_KEY])
         ingest = common.read_summary(artifact_utils.get_single_uri(input_dict[C.INGEST_REPORT_KEY]))
         metrics_uri = artifact_utils.get_single_uri(input_dict[C.METRICS_KEY])
@@ -30,12 +30,12 @@ class Executor(base_executor.BaseExecutor):
             bool(blessing.get_int_custom_property(C.BLESSED_PROPERTY)),
             artifact_utils.get_single_uri(input_dict[C.RECALLS_KEY]),
             model_uri,
-            common.read_json(os.path.join(metrics_uri, C.METRICS_FILE)),
+            records.Evaluation.read(records.Evaluation.path_in(metrics_uri)),
             {
                 "input": exec_properties[C.INPUT_BASE_KEY],
                 "input_note": exec_properties.get(C.INPUT_NOTE_KEY) or "",
                 **logic.span_facts(ingest),
-                "warm_start": export.read_train_summary(model_uri).get("warm_start"),
+                "warm_start": model_artifact.read_train_summary(model_uri)["warm_start"],
                 "compared_with_previous": comparison,
                 "config": json.loads(exec_properties[C.RUN_CONFIG_KEY]),
             },

@@ -25,10 +25,9 @@ import pyarrow as pa
 import tensorflow as tf
 
 from offline_recall.components import common, releases
-from offline_recall.components import contracts as C
-from offline_recall.pipeline import housekeeping
-from offline_recall.pipeline.config import PublishConfig
-from offline_recall.trainer import export
+from offline_recall.core import contracts as C
+from offline_recall.core import dates, model_artifact, records, storage
+from offline_recall.core.config import PublishConfig
 
 
 class PublishError(RuntimeError):
@@ -49,7 +48,7 @@ def write_item_index(item_vectors: pa.Table, folder: str) -> None:
     tf.io.gfile.makedirs(folder)
     with tf.io.gfile.GFile(os.path.join(folder, C.ITEM_INDEX_FILE), "wb") as f:
         f.write(faiss.serialize_index(index).tobytes())
-    common.write_parquet(
+    storage.write_parquet(
         item_vectors.select([C.ITEM_ID_COLUMN]), os.path.join(folder, C.ITEM_INDEX_IDS_FILE)
     )
 
@@ -58,7 +57,7 @@ def read_item_index(folder: str) -> tuple[faiss.Index, list[str]]:
     """(the faiss index, item id of each faiss id) of a release's `item_index/`."""
     with tf.io.gfile.GFile(os.path.join(folder, C.ITEM_INDEX_FILE), "rb") as f:
         index = faiss.deserialize_index(np.frombuffer(f.read(), np.uint8))
-    ids = common.read_parquet(os.path.join(folder, C.ITEM_INDEX_IDS_FILE))
+    ids = storage.read_parquet(os.path.join(folder, C.ITEM_INDEX_IDS_FILE))
     return index, ids.column(C.ITEM_ID_COLUMN).to_pylist()
 
 
@@ -70,7 +69,7 @@ def copy_parquet(src_files: list[str], dst_dir: str, columns: tuple[str, ...]) -
     rows = 0
     for i, src in enumerate(sorted(src_files)):
         dst = os.path.join(dst_dir, f"part-{i:05d}{C.PARQUET_SUFFIX}")
-        rows += common.copy_parquet_columns(src, dst, list(columns))
+        rows += storage.copy_parquet_columns(src, dst, list(columns))
     return rows
 
 
@@ -83,9 +82,9 @@ def describe_files(folder: str) -> dict[str, dict]:
             relative = os.path.relpath(path, folder)
             if relative == C.MANIFEST_FILE:
                 continue
-            entry = {"bytes": tf.io.gfile.stat(path).length, "sha256": common.sha256_of(path)}
+            entry = {"bytes": tf.io.gfile.stat(path).length, "sha256": storage.sha256_of(path)}
             if name.endswith(C.PARQUET_SUFFIX):
-                with common.open_parquet(path) as table:
+                with storage.open_parquet(path) as table:
                     entry["rows"] = table.metadata.num_rows
             files[relative] = entry
     return dict(sorted(files.items()))
@@ -106,7 +105,7 @@ def verify_release(folder: str) -> None:
     Raises:
         PublishError: naming what is missing or differs; the release is then not switched to.
     """
-    manifest = common.read_json(os.path.join(folder, C.MANIFEST_FILE))
+    manifest = storage.read_json(os.path.join(folder, C.MANIFEST_FILE))
     on_disk = describe_files(folder)
     for relative, entry in manifest["files"].items():
         found = on_disk.get(relative)
@@ -132,14 +131,11 @@ def span_facts(ingest: dict) -> dict:
     (days since 1970-01-01) and the dates they cover; from Ingest's summary."""
     spans = ingest["spans"]
     dated = ingest["run_date"] is not None and bool(spans)
-    epoch = datetime.date(1970, 1, 1)
     return {
         "run_date": ingest["run_date"],
         "input_spans": spans,
         "input_span_dates": (
-            [(epoch + datetime.timedelta(days=s)).isoformat() for s in (spans[0], spans[-1])]
-            if dated
-            else None
+            [dates.date_of_span(s).isoformat() for s in (spans[0], spans[-1])] if dated else None
         ),
         "window_first_day": ingest["window_first_day"],
     }
@@ -147,13 +143,13 @@ def span_facts(ingest: dict) -> dict:
 
 def current_release(output_dir: str) -> str | None:
     """Returns the release folder LATEST points to, or None before the first publish."""
-    latest = common.read_latest(output_dir)
+    latest = storage.read_latest(output_dir)
     return latest["release"] if latest else None
 
 
 def _check_link(output_dir: str) -> None:
     link = os.path.join(output_dir, C.PUBLISHED_LINK)
-    if common.is_local(output_dir) and os.path.lexists(link) and not os.path.islink(link):
+    if storage.is_local(output_dir) and os.path.lexists(link) and not os.path.islink(link):
         raise PublishError(
             f"{link} is a real folder, not the symlink publishing switches; move it away first"
         )
@@ -170,7 +166,7 @@ def _switch_link(output_dir: str, run_id: str) -> None:
 
 def _current_run_date(output_dir: str) -> tuple[str | None, str | None]:
     """(the current release's folder, its run date) from LATEST and that release's manifest."""
-    latest = common.read_latest(output_dir)
+    latest = storage.read_latest(output_dir)
     if latest is None:
         return None, None
     if "run_date" in latest:
@@ -178,7 +174,7 @@ def _current_run_date(output_dir: str) -> tuple[str | None, str | None]:
     manifest_path = os.path.join(latest["release"], C.MANIFEST_FILE)
     if not tf.io.gfile.exists(manifest_path):
         return latest["release"], None
-    return latest["release"], common.read_json(manifest_path).get("run_date")
+    return latest["release"], storage.read_json(manifest_path)["run_date"]
 
 
 def should_point(new_date: str | None, current_date: str | None) -> bool:
@@ -193,7 +189,7 @@ def publish_release(
     recalls_files: list[str],
     user_vector_files: list[str],
     item_vectors: pa.Table,
-    metrics: dict,
+    evaluation: records.Evaluation,
     manifest: dict,
     *,
     keep_releases: int,
@@ -211,7 +207,7 @@ def publish_release(
         run_id: the release's name.
         recalls_files, user_vector_files: the Recalls artifact's Parquet files.
         item_vectors: the Model artifact's item vector table.
-        metrics: Evaluate's metrics, copied as metrics.json.
+        evaluation: Evaluate's record, copied as metrics.json.
         manifest: what the release was built from (with `run_date`, None when undated); rows
             and files are added.
         keep_releases: releases kept beside the current one.
@@ -226,7 +222,7 @@ def publish_release(
     release = os.path.join(output_dir, C.RELEASES_DIR, run_id)
     if tf.io.gfile.exists(release):
         raise PublishError(f"release {release} exists already")
-    run_date = manifest.get("run_date")
+    run_date = manifest["run_date"]
     columns = C.PUBLISHED_COLUMNS
     counts = {
         table: copy_parquet(files, os.path.join(release, table), columns[table])
@@ -236,32 +232,32 @@ def publish_release(
         )
     }
     tf.io.gfile.makedirs(os.path.join(release, C.ITEM_VECTORS_DIR))
-    common.write_parquet(
+    storage.write_parquet(
         item_vectors.select(list(columns[C.ITEM_VECTORS_DIR])),
         os.path.join(release, C.ITEM_VECTORS_DIR, f"part-00000{C.PARQUET_SUFFIX}"),
     )
     counts[C.ITEM_VECTORS_DIR] = item_vectors.num_rows
     write_item_index(item_vectors, os.path.join(release, C.ITEM_INDEX_DIR))
     if serving_model_dir:
-        common.copy_tree(serving_model_dir, os.path.join(release, C.RELEASE_MODEL_DIR))
+        storage.copy_tree(serving_model_dir, os.path.join(release, C.RELEASE_MODEL_DIR))
     if warm_start_dir and tf.io.gfile.isdir(warm_start_dir):
-        common.copy_tree(warm_start_dir, os.path.join(release, C.WARM_START_DIR))
-    common.write_json(os.path.join(release, C.METRICS_FILE), metrics)
+        storage.copy_tree(warm_start_dir, os.path.join(release, C.WARM_START_DIR))
+    evaluation.write(records.Evaluation.path_in(release))
     files = describe_files(release)
     manifest = {
         **manifest,
-        "metrics": {"model": metrics.get("model", {}), "blessed": metrics.get("blessed")},
+        "metrics": evaluation.release_metrics().to_dict(),
         "rows": counts,
         "files": files,
         "model_fingerprint": model_fingerprint(files),
     }
-    common.write_json(os.path.join(release, C.MANIFEST_FILE), manifest)
+    storage.write_json(os.path.join(release, C.MANIFEST_FILE), manifest)
     verify_release(release)
     common.failpoint("publish:written")
     current, current_date = _current_run_date(output_dir)
     pointed = should_point(run_date, current_date)
     if pointed:
-        common.write_json(
+        storage.write_json(
             os.path.join(output_dir, C.LATEST_FILE),
             {
                 "run_id": run_id,
@@ -271,7 +267,7 @@ def publish_release(
             },
         )
         common.failpoint("publish:pointed")
-        if common.is_local(output_dir):
+        if storage.is_local(output_dir):
             _switch_link(output_dir, run_id)
         common.failpoint("publish:switched")
         current = release
@@ -294,8 +290,8 @@ def publish_release(
 def sync_published_link(output_dir: str) -> bool:
     """Points the local `published` link where LATEST points (a run killed between the two
     leaves them apart); returns whether it moved."""
-    latest = common.read_latest(output_dir)
-    if latest is None or not common.is_local(output_dir):
+    latest = storage.read_latest(output_dir)
+    if latest is None or not storage.is_local(output_dir):
         return False
     _check_link(output_dir)
     link = os.path.join(output_dir, C.PUBLISHED_LINK)
@@ -333,7 +329,7 @@ def publish_if_blessed(
     blessed: bool,
     recalls_dir: str,
     model_uri: str,
-    metrics: dict,
+    evaluation: records.Evaluation,
     manifest: dict,
     config: PublishConfig,
 ) -> dict:
@@ -345,7 +341,7 @@ def publish_if_blessed(
         blessed: Evaluate's verdict.
         recalls_dir: the serving Recalls artifact's folder (`recalls/`, `user_vectors/`).
         model_uri: the serving Model artifact (its item vectors).
-        metrics: Evaluate's metrics.json, copied into the release.
+        evaluation: Evaluate's record, copied into the release as metrics.json.
         manifest: what the release was built from (input, config); the run id and row counts
             are added.
         config: the `publish` section.
@@ -354,27 +350,27 @@ def publish_if_blessed(
         What happened: {published, run_id, and release, pointed, current, replaced, pruned
         (see `publish_release`) or kept + not_blessed_because}.
     """
-    if common.is_local(output_dir):
+    if storage.is_local(output_dir):
         output_dir = os.path.abspath(output_dir)
     tf.io.gfile.makedirs(output_dir)
-    run_id = run_id or housekeeping.new_run_id()
+    run_id = run_id or dates.new_run_id()
     if not blessed:
         return {
             "published": False,
             "run_id": run_id,
-            "not_blessed_because": metrics.get("not_blessed_because", []),
+            "not_blessed_because": list(evaluation.not_blessed_because),
             "kept": current_release(output_dir),
         }
     done = publish_release(
         output_dir,
         run_id,
-        common.parquet_files(os.path.join(recalls_dir, C.RECALLS_DIR)),
-        common.parquet_files(os.path.join(recalls_dir, C.USER_VECTORS_DIR)),
-        export.read_item_vector_table(model_uri),
-        metrics,
+        storage.parquet_files(os.path.join(recalls_dir, C.RECALLS_DIR)),
+        storage.parquet_files(os.path.join(recalls_dir, C.USER_VECTORS_DIR)),
+        model_artifact.read_item_vector_table(model_uri),
+        evaluation,
         {"run_id": run_id, **manifest},
         keep_releases=config.keep_releases,
-        serving_model_dir=export.serving_model_path(model_uri),
+        serving_model_dir=model_artifact.serving_model_path(model_uri),
         warm_start_dir=os.path.join(model_uri, C.WARM_START_DIR),
     )
     return {"published": True, "run_id": run_id, **done}

@@ -6,13 +6,14 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils
 
 from offline_recall.components import common
-from offline_recall.components import contracts as C
 from offline_recall.components.recall import logic
-from offline_recall.pipeline.config import RecallConfig
+from offline_recall.core import contracts as C
+from offline_recall.core.config import RecallConfig
 
 
 class Executor(base_beam_executor.BaseBeamExecutor):
     def Do(self, input_dict, output_dict, exec_properties) -> None:  # noqa: N802
+        common.make_output_dirs(output_dict)
         split = exec_properties[C.SPLIT_KEY]
         logic.recall(
             self._make_beam_pipeline,

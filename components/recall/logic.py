@@ -24,10 +24,10 @@ import pyarrow.compute as pc
 import tensorflow as tf
 
 from offline_recall.components import common
-from offline_recall.components import contracts as C
 from offline_recall.components.recall import exact
-from offline_recall.pipeline.config import RecallConfig
-from offline_recall.trainer import export
+from offline_recall.core import contracts as C
+from offline_recall.core import model_artifact
+from offline_recall.core.config import RecallConfig
 from offline_recall.trainer import features as F
 
 
@@ -74,7 +74,7 @@ class _Items:
     """Per-worker item ids and the id -> catalog index map (no vectors)."""
 
     def __init__(self, model_uri: str):
-        self.ids = export.read_item_ids(model_uri)
+        self.ids = model_artifact.read_item_ids(model_uri)
         self.index_of = {item: i for i, item in enumerate(self.ids)}
 
     def visited_indices(self, visited: Iterable[bytes]) -> np.ndarray:
@@ -163,7 +163,7 @@ class PredictFn(beam.DoFn):
 
     def setup(self):
         self._items = _Items(self._model_uri)
-        loaded = tf.saved_model.load(export.serving_model_path(self._model_uri))
+        loaded = tf.saved_model.load(model_artifact.serving_model_path(self._model_uri))
         self._loaded = loaded  # keeps the signature's variables alive
         self._predict = traced_signature(loaded.signatures["serving_default"])
 
@@ -185,7 +185,7 @@ class PredictFn(beam.DoFn):
             key=user_ids[0],
             user_ids=user_ids,
             labels=[label[0].decode("utf-8") if label else "" for label in labels],
-            vectors=export.augment_user_vectors(np.concatenate(raw)),
+            vectors=model_artifact.augment_user_vectors(np.concatenate(raw)),
             visited=[
                 self._items.visited_indices(common.bytes_values(e, F.VISITED)) for e in examples
             ],
@@ -272,7 +272,7 @@ class SearchFn(beam.DoFn):
         self._counters = _counters()
 
     def setup(self):
-        ids, vectors, _ = export.read_item_vectors(self._model_uri)
+        ids, vectors, _ = model_artifact.read_item_vectors(self._model_uri)
         self._ids = _id_array(ids)
         self._catalog = exact.build_catalog(vectors, self._search.block_items)
 
@@ -309,7 +309,7 @@ class ShardSearchFn(beam.DoFn):
         self._loaded = beam.metrics.Metrics.counter("recall", "shard_loads")
 
     def setup(self):
-        self._num_items = len(export.read_item_ids(self._model_uri))
+        self._num_items = len(model_artifact.read_item_ids(self._model_uri))
         self._shard = None
         self._catalog = None
 
@@ -318,7 +318,7 @@ class ShardSearchFn(beam.DoFn):
             self._catalog = None  # frees the previous shard before the next is read
             start, stop = shard_bounds(self._num_items, self._search.item_shards)[shard]
             self._catalog = exact.build_catalog(
-                export.read_item_vector_rows(self._model_uri, start, stop),
+                model_artifact.read_item_vector_rows(self._model_uri, start, stop),
                 self._search.block_items,
                 first_index=start,
             )
@@ -352,7 +352,7 @@ class MergeShardsFn(beam.DoFn):
         self._counters = _counters()
 
     def setup(self):
-        self._ids = _id_array(export.read_item_ids(self._model_uri))
+        self._ids = _id_array(model_artifact.read_item_ids(self._model_uri))
 
     def process(self, element):
         key, values = element

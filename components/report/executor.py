@@ -6,12 +6,14 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
 from offline_recall.components import common
-from offline_recall.components import contracts as C
 from offline_recall.components.report import logic
+from offline_recall.core import contracts as C
 
 
 class Executor(base_executor.BaseExecutor):
     def Do(self, input_dict, output_dict, exec_properties) -> None:  # noqa: N802
+        common.make_output_dirs(output_dict)
+
         def uri(key: str) -> str:
             return artifact_utils.get_single_uri(input_dict[key])
 

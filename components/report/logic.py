@@ -13,9 +13,9 @@ import numpy as np
 import pyarrow.compute as pc
 
 from offline_recall.components import common
-from offline_recall.components import contracts as C
 from offline_recall.components.report import page
-from offline_recall.trainer import export
+from offline_recall.core import contracts as C
+from offline_recall.core import model_artifact, records, storage
 
 # The report's score histogram reads at most this many top-1 scores.
 TOP1_SCORES_LIMIT = 200_000
@@ -54,7 +54,7 @@ def top1_scores(
     parts: list[np.ndarray] = []
     found = 0
     for path in recall_files:
-        with common.open_parquet(path) as f:
+        with storage.open_parquet(path) as f:
             for batch in f.iter_batches(batch_size=read_rows, columns=[C.SCORES_COLUMN]):
                 lists = batch.column(0)
                 lists = lists.filter(pc.greater(pc.list_value_length(lists), 0))
@@ -74,17 +74,16 @@ def history_lengths(histogram: dict[str, int]) -> np.ndarray:
     return np.repeat(keys, [histogram[k] for k in histogram])
 
 
-def metrics_at_k(metrics: dict, k: int) -> dict[str, float]:
-    """{hr, ndcg, coverage} at k, those present."""
-    names = ("hr", "ndcg", "coverage")
-    return {n: metrics[C.metric_key(n, k)] for n in names if C.metric_key(n, k) in metrics}
+def metrics_at_k(metrics: dict, k: int, names: tuple[str, ...]) -> dict[str, float]:
+    """{name: the metric at k} for each of `names`."""
+    return {n: metrics[C.metric_key(n, k)] for n in names}
 
 
 def run_summary(output_dir: str, input_base: str, stages: StageOutputs) -> dict:
     """Every stage's counts, the metrics and what Publish did, as run_summary.json holds them."""
     ingest = common.read_summary(stages.ingest_report)
     ingest["quarantine_path"] = stages.quarantine
-    train = export.read_train_summary(stages.model)
+    train = model_artifact.read_train_summary(stages.model)
     publish = common.read_summary(stages.release)
     return {
         "status": C.STATUS_PUBLISHED if publish["published"] else C.STATUS_NOT_BLESSED,
@@ -100,7 +99,7 @@ def run_summary(output_dir: str, input_base: str, stages: StageOutputs) -> dict:
             "serving": common.read_summary(stages.serving_recall_report),
             "eval": common.read_summary(stages.eval_recall_report),
         },
-        "evaluate": common.read_json(os.path.join(stages.metrics, C.METRICS_FILE)),
+        "evaluate": records.Evaluation.read(records.Evaluation.path_in(stages.metrics)).to_dict(),
         "compare": common.read_summary(stages.comparison),
         "publish": publish,
     }
@@ -108,21 +107,25 @@ def run_summary(output_dir: str, input_base: str, stages: StageOutputs) -> dict:
 
 def write_run_report(output_dir: str, input_base: str, stages: StageOutputs) -> dict:
     """Writes OUTPUT/run_summary.json and OUTPUT/report/; returns the summary."""
-    if common.is_local(output_dir):
+    if storage.is_local(output_dir):
         output_dir = os.path.abspath(output_dir)
     summary = run_summary(output_dir, input_base, stages)
-    common.write_json(os.path.join(output_dir, C.RUN_SUMMARY_FILE), summary)
+    storage.write_json(os.path.join(output_dir, C.RUN_SUMMARY_FILE), summary)
     metrics = summary["evaluate"]
-    _, item_counts = export.read_item_counts(stages.model)
+    _, item_counts = model_artifact.read_item_counts(stages.model)
     page.write_report(
         os.path.join(output_dir, C.REPORT_DIR),
         summary,
         item_counts=item_counts,
         history_lengths=history_lengths(summary["sequences"]["events_per_user_histogram"]),
-        metrics_at_k={k: metrics_at_k(metrics["model"], k) for k in metrics["ks"]},
-        popularity_metrics_at_k={k: metrics_at_k(metrics["popularity"], k) for k in metrics["ks"]},
+        metrics_at_k={
+            k: metrics_at_k(metrics["model"], k, ("hr", "ndcg", "coverage")) for k in metrics["ks"]
+        },
+        popularity_metrics_at_k={
+            k: metrics_at_k(metrics["popularity"], k, ("hr", "ndcg")) for k in metrics["ks"]
+        },
         top1_scores=top1_scores(
-            common.parquet_files(os.path.join(stages.serving_recalls, C.RECALLS_DIR))
+            storage.parquet_files(os.path.join(stages.serving_recalls, C.RECALLS_DIR))
         ),
     )
     return summary

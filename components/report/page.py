@@ -10,8 +10,9 @@ import shutil
 import matplotlib
 import tensorflow as tf
 
-from offline_recall.components.common import is_local
-from offline_recall.components.contracts import REPORT_PAGE
+from offline_recall.core import contracts as C
+from offline_recall.core.contracts import REPORT_PAGE
+from offline_recall.core.storage import is_local
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -48,14 +49,13 @@ def _plots(folder, item_counts, history_lengths, metrics_at_k, popularity_metric
         ks = sorted(metrics_at_k)
         fig, ax = plt.subplots(figsize=(5, 3.5))
         for name, style in (("hr", "-o"), ("ndcg", "-s")):
-            ax.plot(ks, [metrics_at_k[k].get(name, 0) for k in ks], style, label=f"model {name}")
-            if popularity_metrics_at_k:
-                ax.plot(
-                    ks,
-                    [popularity_metrics_at_k.get(k, {}).get(name, 0) for k in ks],
-                    "--",
-                    label=f"popularity {name}",
-                )
+            ax.plot(ks, [metrics_at_k[k][name] for k in ks], style, label=f"model {name}")
+            ax.plot(
+                ks,
+                [popularity_metrics_at_k[k][name] for k in ks],
+                "--",
+                label=f"popularity {name}",
+            )
         ax.set(xlabel="K", ylabel="metric", title="Holdout metrics at K")
         ax.legend()
         plots.append(_save(fig, folder, "metrics_at_k.png"))
@@ -90,14 +90,12 @@ def _number(value) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
-def comparison_section(comparison: dict | None) -> str:
+def comparison_section(comparison: dict) -> str:
     """ "Compared with the previous release": both models on today's holdout, list churn, new
     items. Says why not when there is nothing to compare with."""
-    if not comparison:
-        return ""
     head = "<h2>Compared with the previous release</h2>"
-    if not comparison.get("compared"):
-        return head + f"<p>Nothing to compare with: {html.escape(comparison.get('why_not', ''))}"
+    if not comparison["compared"]:
+        return head + f"<p>Nothing to compare with: {html.escape(comparison['why_not'])}"
     previous = comparison["previous"]
     rows = "".join(
         f"<tr><td>{html.escape(key)}</td><td>{_number(v['today'])}</td>"
@@ -137,8 +135,14 @@ def health_section(health: dict | None) -> str:
     if not health:
         return ""
     facts = [
-        ("share of the catalog recalled in someone's top 50", _pct(health["coverage@50"])),
-        ("Gini index of how often items are recalled (top 50)", _number(health["gini@50"])),
+        (
+            f"share of the catalog recalled in someone's top {C.BLESSING_K}",
+            _pct(health[C.metric_key("coverage", C.BLESSING_K)]),
+        ),
+        (
+            f"Gini index of how often items are recalled (top {C.BLESSING_K})",
+            _number(health[C.metric_key("gini", C.BLESSING_K)]),
+        ),
         ("users with a short list (the catalog ran out)", _pct(health["short_list_share"])),
         (
             "serving-history events on items without a vector (OOV)",
@@ -149,27 +153,25 @@ def health_section(health: dict | None) -> str:
         f"<tr><th>{html.escape(name)}</th><td>{html.escape(value)}</td></tr>"
         for name, value in facts
     )
-    deciles = health.get("hr@50_by_popularity_decile", {})
+    deciles = health[f"{C.BLESSING_METRIC}_by_popularity_decile"]
     decile_rows = "".join(
         f"<tr><td>{'OOV' if d == '0' else d}</td><td>{v['users']}</td>"
-        f"<td>{_number(v['hr@50'])}</td></tr>"
+        f"<td>{_number(v[C.BLESSING_METRIC])}</td></tr>"
         for d, v in deciles.items()
     )
     return (
         "<h2>Output health</h2>"
-        f"<table>{rows}</table><p>HR@50 by the held-out item's popularity decile (1 = the most "
+        f"<table>{rows}</table><p>HR@{C.BLESSING_K} by the held-out item's popularity decile (1 = the most "
         "clicked tenth of the catalog):</p><table><tr><th>decile</th><th>eval users</th>"
-        f"<th>HR@50</th></tr>{decile_rows}</table>"
+        f"<th>HR@{C.BLESSING_K}</th></tr>{decile_rows}</table>"
     )
 
 
 def holdout_note(summary: dict) -> str:
     """How many holdout users the metrics are of, and of how many when they are a sample."""
-    scored = ((summary.get("evaluate") or {}).get("model") or {}).get("users")
-    split_users = ((summary.get("recall") or {}).get("eval") or {}).get("sampled_from_users")
-    if scored is None:
-        return ""
-    if split_users is None or scored >= split_users:
+    scored = summary["evaluate"]["model"]["users"]
+    split_users = summary["recall"]["eval"]["sampled_from_users"]
+    if scored >= split_users:
         return f"<p>Scored on every holdout user: {scored}.</p>"
     return (
         f"<p>Scored on {scored} of {split_users} holdout users: a stable sample by a hash of the "
@@ -184,8 +186,8 @@ def write_report(
     item_counts: np.ndarray,
     history_lengths: np.ndarray,
     metrics_at_k: dict[int, dict[str, float]],
+    popularity_metrics_at_k: dict[int, dict[str, float]],
     top1_scores: np.ndarray | None = None,
-    popularity_metrics_at_k: dict[int, dict[str, float]] | None = None,
 ) -> str:
     """Writes index.html and its PNGs into `report_dir` (replaced whole); returns the page path."""
     files: dict[str, bytes] = {}
@@ -194,8 +196,8 @@ def write_report(
     )
     metric_rows = "".join(
         f"<tr><td>{k}</td>"
-        + "".join(f"<td>{m.get(name, 0):.4f}</td>" for name in ("hr", "ndcg", "coverage"))
-        + f"<td>{(popularity_metrics_at_k or {}).get(k, {}).get('hr', 0):.4f}</td></tr>"
+        + "".join(f"<td>{m[name]:.4f}</td>" for name in ("hr", "ndcg", "coverage"))
+        + f"<td>{popularity_metrics_at_k[k]['hr']:.4f}</td></tr>"
         for k, m in sorted(metrics_at_k.items())
     )
     sections = "".join(
@@ -206,12 +208,12 @@ def write_report(
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>offline-recall run</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:2px 6px;text-align:left;vertical-align:top}}</style></head>
-<body><h1>offline-recall run: {html.escape(str(summary.get("status")))}</h1>
-<p>finished {html.escape(str(summary.get("finished_at")))}</p>
+<body><h1>offline-recall run: {html.escape(str(summary["status"]))}</h1>
+<p>finished {html.escape(str(summary["finished_at"]))}</p>
 <h2>Holdout metrics</h2><table><tr><th>K</th><th>HR</th><th>NDCG</th><th>coverage</th>
 <th>popularity HR</th></tr>{metric_rows}</table>{holdout_note(summary)}
-{comparison_section(summary.get("compare"))}
-{health_section((summary.get("evaluate") or {}).get("health"))}
+{comparison_section(summary["compare"])}
+{health_section(summary["evaluate"]["health"])}
 {"".join(f'<p><img src="{p}" alt="{p}"></p>' for p in plots)}
 {"".join(f"<p>{html.escape(n)}</p>" for n in notes)}
 {sections}</body></html>"""

@@ -7,8 +7,8 @@ of the compiling machine: the container reads the schema from its own installed 
 from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import channel_utils, component_spec, standard_artifacts
 
-from offline_recall.components import contracts as C
 from offline_recall.components.schema_import import executor
+from offline_recall.core import contracts as C
 
 
 class PackagedSchemaGenSpec(component_spec.ComponentSpec):

@@ -10,14 +10,15 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils
 
 from offline_recall.components import common
-from offline_recall.components import contracts as C
 from offline_recall.components.sequences import logic
-from offline_recall.pipeline.config import SequencesParams
+from offline_recall.core import contracts as C
+from offline_recall.core.config import SequencesParams
 from offline_recall.trainer import features as F
 
 
 class Executor(base_beam_executor.BaseBeamExecutor):
     def Do(self, input_dict, output_dict, exec_properties: dict[str, Any]) -> None:  # noqa: N802
+        common.make_output_dirs(output_dict)
         params = SequencesParams.from_json(exec_properties[C.CONFIG_KEY])
         clicks = artifact_utils.get_single_instance(input_dict[C.EXAMPLES_KEY])
         anomalies = input_dict.get(C.ANOMALIES_KEY)

@@ -22,7 +22,6 @@ Item ids stay raw bytes here; the Transform graph maps them to vocabulary keys.
 from __future__ import annotations
 
 import collections
-import datetime
 import functools
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -33,12 +32,11 @@ from tensorflow_metadata.proto.v0 import anomalies_pb2
 
 from offline_recall.components import common
 from offline_recall.components.errors import StageError
-from offline_recall.pipeline.config import SequencesParams
+from offline_recall.core import dates, options
+from offline_recall.core.config import SequencesParams
 from offline_recall.trainer import features as F
-from offline_recall.trainer import options
 
 Event = tuple[int, int, bytes]  # (timestamp in epoch microseconds, input_order, item_id)
-MICROS_PER_SECOND = 1_000_000
 
 
 def parse_click(serialized: bytes) -> tuple[bytes, Event]:
@@ -110,7 +108,7 @@ def build_user_examples(
     ordered = sorted(events)
     items = [item for _, _, item in ordered]
     # Examples carry epoch seconds (the example age is in days); the order used the instant.
-    times = [micros // MICROS_PER_SECOND for micros, _, _ in ordered]
+    times = [micros // dates.MICROS_PER_SECOND for micros, _, _ in ordered]
     first_target = 0
     if train_from_micros is not None:
         first_target = next(
@@ -364,10 +362,7 @@ def build_sequences(
     """
     train_from = None
     if window_first_day:
-        epoch_days = (
-            datetime.date.fromisoformat(window_first_day) - datetime.date(1970, 1, 1)
-        ).days
-        train_from = epoch_days * 86_400 * MICROS_PER_SECOND
+        train_from = dates.day_start_micros(window_first_day)
     if params.fail_on_anomalies and anomalies_dir:
         check_anomalies(anomalies_dir)
     config = params.sequences

@@ -23,8 +23,8 @@ from typing import Any, ClassVar, Literal
 
 import yaml
 
-from offline_recall.components.contracts import BLESSING_K, EARLY_STOPPING_METRICS
-from offline_recall.trainer import options
+from offline_recall.core import options
+from offline_recall.core.contracts import BLESSING_K, EARLY_STOPPING_METRICS
 
 
 class ConfigError(ValueError):

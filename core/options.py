@@ -1,6 +1,6 @@
 """The names a config may choose for the trainer: encoders, losses, samplers, objectives.
 
-TF-free, so that `pipeline/config.py` checks a config with the same names the trainer resolves,
+TF-free, so that `core/config.py` checks a config with the same names the trainer resolves,
 without importing TensorFlow. Each name here is a function of the same name: encoders in
 `trainer/encoders.py`, losses in `trainer/losses.py`. Adding one means writing that function and
 adding its name here; nothing else.

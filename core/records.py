@@ -1,0 +1,204 @@
+"""What one stage hands the next, as frozen typed records, each read and written in one place.
+
+A record is read strictly, like a config section a component receives: every field must be in
+the file and no other key may be, so a missing field is an error naming the file and the field,
+never a default. Metric names are built from K (`contracts.metric_key`), never spelled.
+
+    previous.json   PreviousRelease   what PreviousRelease found (Trainer, Evaluate, Compare)
+    metrics.json    Evaluation        Evaluate's metrics and blessing (Compare, Publish, Report)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from typing import Any, ClassVar
+
+from offline_recall.core import contracts as C
+from offline_recall.core import storage
+
+
+class RecordError(ValueError):
+    """A stage record breaks its type: the message names the file and the field."""
+
+
+def _convert(value: Any, hint, where: str) -> Any:
+    """`value` read from JSON as `hint` says: nested records built, lists as tuples."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None:
+            if type(None) in options:
+                return None
+            raise RecordError(f"{where} is null, which its type {hint} does not allow")
+        (inner,) = [o for o in options if o is not type(None)]
+        return _convert(value, inner, where)
+    if isinstance(hint, type) and issubclass(hint, Record):
+        return hint.from_dict(value, where=where)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise RecordError(f"{where} must be a list, got {value!r}")
+        (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
+        return tuple(_convert(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise RecordError(f"{where} must be a mapping, got {value!r}")
+        return dict(value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (bool, int, float, str) and not (
+        isinstance(value, hint) and not (hint is int and isinstance(value, bool))
+    ):
+        raise RecordError(f"{where} must be {hint.__name__}, got {value!r}")
+    return value
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Record):
+        return value.to_dict()
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+    """A frozen record read and written as a JSON object with exactly its fields.
+
+    `JSON_KEYS` maps a field to its key in the file where the two differ (metric names with an
+    "@K" cannot be field names).
+    """
+
+    JSON_KEYS: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def _key(cls, name: str) -> str:
+        return cls.JSON_KEYS.get(name, name)
+
+    @classmethod
+    def from_dict(cls, data: Any, *, where: str | None = None):
+        """Builds the record from what `to_dict` wrote; RecordError names a wrong field."""
+        where = where or cls.__name__
+        if not isinstance(data, dict):
+            raise RecordError(f"{where} must be a mapping, got {data!r}")
+        hints = typing.get_type_hints(cls)
+        fields = dataclasses.fields(cls)
+        keys = {cls._key(f.name) for f in fields}
+        if unknown := sorted(set(data) - keys):
+            raise RecordError(f"{where} has an unknown field '{unknown[0]}'")
+        values = {}
+        for f in fields:
+            key = cls._key(f.name)
+            if key not in data:
+                raise RecordError(f"{where} is missing the field '{key}'")
+            values[f.name] = _convert(data[key], hints[f.name], f"{where}.{key}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {self._key(f.name): _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def read(cls, path: str):
+        """Reads the record's JSON file; RecordError names the file and the field."""
+        return cls.from_dict(storage.read_json(path), where=path)
+
+    def write(self, path: str) -> None:
+        storage.write_json(path, self.to_dict())
+
+
+def metric_names(ks: tuple[int, ...]) -> tuple[str, ...]:
+    """Every per-K holdout metric Evaluate writes for the model: hr, ndcg, recall, coverage."""
+    return tuple(C.metric_key(name, k) for k in ks for name in ("hr", "ndcg", "recall", "coverage"))
+
+
+@dataclasses.dataclass(frozen=True)
+class ReleaseMetrics(Record):
+    """What a release says of its own day's holdout: the model's metrics and its blessing."""
+
+    model: dict[str, float]
+    blessed: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class PreviousRelease(Record):
+    """previous.json: the release a run compares with and may warm-start from.
+
+    `found` False: only `why_not` is set; True: every other field is, `why` saying why that one.
+    """
+
+    found: bool
+    why: str | None
+    why_not: str | None
+    run_id: str | None
+    run_date: str | None
+    release: str | None
+    metrics: ReleaseMetrics | None
+
+    @classmethod
+    def none_found(cls, why_not: str) -> PreviousRelease:
+        return cls(False, None, why_not, None, None, None, None)
+
+    @classmethod
+    def path_in(cls, model_uri: str) -> str:
+        return os.path.join(model_uri, C.PREVIOUS_FILE)
+
+
+@dataclasses.dataclass(frozen=True)
+class Baseline(Record):
+    """The previous release's model scored on today's holdout (Evaluate's regression rule)."""
+
+    model: dict[str, float]
+    run_id: str
+    run_date: str | None
+    release: str
+    # What that release scored on its own day's holdout, for reference only.
+    own_holdout: dict[str, float]
+
+
+@dataclasses.dataclass(frozen=True)
+class Health(Record):
+    """The published lists' health at the blessing K, over every serving user."""
+
+    JSON_KEYS: ClassVar[dict[str, str]] = {
+        "gini": C.metric_key("gini", C.BLESSING_K),
+        "coverage": C.metric_key("coverage", C.BLESSING_K),
+        "hit_rate_by_popularity_decile": f"{C.BLESSING_METRIC}_by_popularity_decile",
+    }
+
+    gini: float
+    coverage: float
+    short_list_share: float
+    # {decile of the held-out item's popularity: {hr@K, users}}.
+    hit_rate_by_popularity_decile: dict[str, dict[str, float]]
+    serving_history_items: int
+    serving_oov_rate: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation(Record):
+    """metrics.json: Evaluate's holdout metrics at every K and the blessing."""
+
+    # {metric_key(name, k): value} for `metric_names(ks)`, plus "users".
+    model: dict[str, float]
+    # The popularity baseline's hr@K and ndcg@K on the same holdout, plus "users".
+    popularity: dict[str, float]
+    baseline: Baseline | None
+    health: Health | None
+    catalog_size: int
+    ks: tuple[int, ...]
+    blessed: bool
+    not_blessed_because: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        missing = [name for name in metric_names(self.ks) + ("users",) if name not in self.model]
+        if missing:
+            raise RecordError(f"metrics.json: the model's metrics lack '{missing[0]}'")
+
+    @classmethod
+    def path_in(cls, metrics_uri: str) -> str:
+        return os.path.join(metrics_uri, C.METRICS_FILE)
+
+    def release_metrics(self) -> ReleaseMetrics:
+        return ReleaseMetrics(self.model, self.blessed)
