@@ -12,7 +12,7 @@ import os
 import tensorflow as tf
 
 from offline_recall.core import contracts as C
-from offline_recall.core import storage
+from offline_recall.core import records, storage
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,11 +40,10 @@ def list_releases(output_dir: str) -> list[Release]:
     found = []
     for name in sorted(n.rstrip("/") for n in tf.io.gfile.listdir(root)):
         folder = os.path.join(root, name)
-        manifest_path = os.path.join(folder, C.MANIFEST_FILE)
+        manifest_path = records.Manifest.path_in(folder)
         if not tf.io.gfile.exists(manifest_path):
             continue
-        manifest = storage.read_json(manifest_path)
-        found.append(Release(name, folder, manifest["run_date"]))
+        found.append(Release(name, folder, records.Manifest.read(manifest_path).run_date))
     return sorted(found, key=Release.order.fget)
 
 

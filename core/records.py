@@ -6,6 +6,10 @@ never a default. Metric names are built from K (`contracts.metric_key`), never s
 
     previous.json   PreviousRelease   what PreviousRelease found (Trainer, Evaluate, Compare)
     metrics.json    Evaluation        Evaluate's metrics and blessing (Compare, Publish, Report)
+    manifest.json   Manifest          a release: what it holds (files, rows, checksums) and
+                                      what made it (input, run date, spans, config, metrics)
+    summary.json    CompareSummary    Compare's report (Publish's manifest, Report, the CLI)
+    summary.json    PublishSummary    what Publish did (Report, the CLI)
 """
 
 from __future__ import annotations
@@ -202,3 +206,85 @@ class Evaluation(Record):
 
     def release_metrics(self) -> ReleaseMetrics:
         return ReleaseMetrics(self.model, self.blessed)
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifest(Record):
+    """manifest.json: a release's files with their bytes, sha256 and rows, and its provenance."""
+
+    run_id: str
+    input: str
+    input_note: str
+    # The run date (YYYY-MM-DD) or None for an undated input; the TFX spans (days since
+    # 1970-01-01) read, the dates of the first and last, and the training window's first day.
+    run_date: str | None
+    input_spans: tuple[int, ...]
+    input_span_dates: tuple[str, ...] | None
+    window_first_day: str | None
+    # The trainer's warm-start facts and Compare's summary, as those stages wrote them.
+    warm_start: dict[str, Any]
+    compared_with_previous: dict[str, Any]
+    config: dict[str, Any]
+    metrics: ReleaseMetrics
+    rows: dict[str, int]
+    # {path relative to the release: {bytes, sha256, rows (Parquet only)}}.
+    files: dict[str, dict[str, Any]]
+    model_fingerprint: str | None
+
+    @classmethod
+    def path_in(cls, release: str) -> str:
+        return os.path.join(release, C.MANIFEST_FILE)
+
+
+@dataclasses.dataclass(frozen=True)
+class ReleaseName(Record):
+    run_id: str
+    run_date: str | None
+    release: str
+
+
+@dataclasses.dataclass(frozen=True)
+class CompareSummary(Record):
+    """Compare's summary.json: today's serving lists against the previous release's.
+
+    `compared` False: only `why_not` is set, every count is None.
+    """
+
+    compared: bool
+    why_not: str | None
+    previous: ReleaseName | None
+    # {metric_key(name, k): {"today", "previous"}}: both models on today's holdout ("previous"
+    # is None where the previous release's model was not scored).
+    metrics: dict[str, dict[str, float | None]] | None
+    catalog_items: int | None
+    new_items: int | None
+    dropped_items: int | None
+    users_compared: int | None
+    users_changed: int | None
+    share_changed: float | None
+    # None when no user has lists on both days.
+    mean_jaccard: float | None
+    users_new: int | None
+    users_gone: int | None
+    new_items_recalled: int | None
+
+    @classmethod
+    def not_compared(cls, why_not: str) -> CompareSummary:
+        return cls(False, why_not, *([None] * 12))
+
+
+@dataclasses.dataclass(frozen=True)
+class PublishSummary(Record):
+    """Publish's summary.json: the release it wrote and where LATEST points, or why it kept the
+    current release. Fields of the other case are None (or empty)."""
+
+    published: bool
+    run_id: str
+    release: str | None
+    # Whether LATEST now names the release (False for a backfill of an older date).
+    pointed: bool | None
+    current: str | None
+    replaced: tuple[str, ...]
+    pruned: tuple[str, ...]
+    not_blessed_because: tuple[str, ...]
+    kept: str | None

@@ -239,16 +239,17 @@ def _print_summary(summary: dict, out) -> None:
         )
     else:
         out.write(f"trained from scratch: {warm['why_not']}\n")
-    compared = summary["compare"]
-    if compared["compared"]:
-        hr = compared["metrics"][C.BLESSING_METRIC]
-        previous = compared["previous"]
+    compared = records.CompareSummary.from_dict(
+        summary["compare"], where=f"{C.RUN_SUMMARY_FILE}: compare"
+    )
+    if compared.compared:
+        hr = compared.metrics[C.BLESSING_METRIC]
         before = "not scored" if hr["previous"] is None else f"{hr['previous']:.4f}"
         out.write(
-            f"vs previous release {previous['run_id']} (date {previous['run_date']}) on today's "
-            f"holdout: {C.BLESSING_METRIC} {hr['today']:.4f} vs {before}; lists changed for "
-            f"{compared['users_changed']} of {compared['users_compared']} users; "
-            f"{compared['new_items']} new items, {compared['new_items_recalled']} recalled\n"
+            f"vs previous release {compared.previous.run_id} (date {compared.previous.run_date}) "
+            f"on today's holdout: {C.BLESSING_METRIC} {hr['today']:.4f} vs {before}; lists "
+            f"changed for {compared.users_changed} of {compared.users_compared} users; "
+            f"{compared.new_items} new items, {compared.new_items_recalled} recalled\n"
         )
     if "refit" in summary["trainer"]:
         refit = summary["trainer"]["refit"]
@@ -257,21 +258,21 @@ def _print_summary(summary: dict, out) -> None:
             f"event ({refit['epochs']} epochs, "
             f"{'warm start' if refit['warm_start'] else 'from scratch'})\n"
         )
-    publish = summary["publish"]
-    if publish["published"]:
+    publish = records.PublishSummary.from_dict(
+        summary["publish"], where=f"{C.RUN_SUMMARY_FILE}: publish"
+    )
+    if publish.published:
         out.write(
-            f"published: {publish['release']} "
+            f"published: {publish.release} "
             f"(pointer: {os.path.join(summary['output'], C.LATEST_FILE)})\n"
         )
-        for replaced in publish["replaced"]:
+        for replaced in publish.replaced:
             out.write(f"replaced the earlier release of the same date: {replaced}\n")
-        if not publish["pointed"]:
-            out.write(
-                f"LATEST stays on {publish['current']}: it is of a later date than this run's\n"
-            )
+        if not publish.pointed:
+            out.write(f"LATEST stays on {publish.current}: it is of a later date than this run's\n")
     else:
         out.write(
-            "NOT published (previous set kept): " + "; ".join(publish["not_blessed_because"]) + "\n"
+            "NOT published (previous set kept): " + "; ".join(publish.not_blessed_because) + "\n"
         )
 
 

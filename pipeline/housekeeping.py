@@ -28,9 +28,7 @@ class OutputBusyError(Exception):
 
 
 def _describe_holder(info: dict) -> str:
-    return (
-        f"pid {info['pid']} on {info['host']} since {info['started_at']} (run {info['run_id']})"
-    )
+    return f"pid {info['pid']} on {info['host']} since {info['started_at']} (run {info['run_id']})"
 
 
 class OutputLock:

@@ -204,3 +204,19 @@ def report_summary(status: str = "published", users: int = 4) -> dict:
         "recall": {"eval": {"users": users, "sampled_from_users": users}},
         "compare": {"compared": False, "why_not": "nothing published yet"},
     }
+
+
+def make_provenance(run_id: str = "r1", run_date: str | None = None) -> dict:
+    """What Publish's executor hands `publish_release` for the manifest, for a test release."""
+    return {
+        "run_id": run_id,
+        "input": "/in/clicks.csv",
+        "input_note": "",
+        "run_date": run_date,
+        "input_spans": [],
+        "input_span_dates": None,
+        "window_first_day": None,
+        "warm_start": {"used": False, "why_not": "a test"},
+        "compared_with_previous": {"compared": False, "why_not": "a test"},
+        "config": {},
+    }

@@ -61,15 +61,16 @@ def test_compare_counts_churn_and_new_items(tmp_path):
     out = logic.compare(
         beam.Pipeline, recalls, today, previous, metrics, str(tmp_path / "summary.json")
     )
-    assert out["users_compared"] == 2 and out["users_changed"] == 1
-    assert out["share_changed"] == 0.5 and out["mean_jaccard"] == pytest.approx((1 + 1 / 3) / 2)
-    assert out["users_new"] == 1 and out["users_gone"] == 1
-    assert out["new_items"] == 2 and out["new_items_recalled"] == 1 and out["dropped_items"] == 1
-    assert out["metrics"] == {
+    assert out.users_compared == 2 and out.users_changed == 1
+    assert out.share_changed == 0.5 and out.mean_jaccard == pytest.approx((1 + 1 / 3) / 2)
+    assert out.users_new == 1 and out.users_gone == 1
+    assert out.new_items == 2 and out.new_items_recalled == 1 and out.dropped_items == 1
+    assert out.metrics == {
         "hr@50": {"today": 0.5, "previous": 0.4},
         "ndcg@50": {"today": 0.25, "previous": 0.2},
     }
-    assert out["previous"]["run_date"] == "2024-01-01"
+    assert out.previous.run_date == "2024-01-01"
+    assert records.CompareSummary.read(str(tmp_path / "summary.json")) == out
 
 
 def test_compare_says_why_not_without_a_previous_release(tmp_path):
@@ -83,4 +84,5 @@ def test_compare_says_why_not_without_a_previous_release(tmp_path):
         make_evaluation(),
         str(tmp_path / "summary.json"),
     )
-    assert out == {"compared": False, "why_not": "x"}
+    assert out == records.CompareSummary.not_compared("x")
+    assert not out.compared and out.why_not == "x" and out.users_compared is None

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import tensorflow as tf
-from conftest import make_evaluation, report_summary
+from conftest import make_evaluation, make_provenance, report_summary
 
 from offline_recall.components import common, releases
 from offline_recall.components.publish import logic
@@ -49,7 +49,7 @@ def _publish(out, root, tag, run_date=None, **kw):
     recalls, uvs, items = _sources(root, tag)
     kw.setdefault("keep_releases", 2)
     metrics = make_evaluation(0.5)
-    manifest = {"run_date": run_date}
+    manifest = make_provenance(tag, run_date)
     return logic.publish_release(out, tag, recalls, uvs, items, metrics, manifest, **kw)["release"]
 
 
@@ -78,7 +78,7 @@ def test_failed_publish_leaves_latest_alone(tmp_path):
     with pytest.raises(logic.PublishError):
         # No user vectors.
         logic.publish_release(
-            out, "r2", recalls, [], items, make_evaluation(), {"run_date": None}, keep_releases=2
+            out, "r2", recalls, [], items, make_evaluation(), make_provenance("r2"), keep_releases=2
         )
     assert storage.read_latest(out)["run_id"] == "r1"
     assert os.readlink(tmp_path / "out" / "published") == os.path.join("releases", "r1")
@@ -187,7 +187,7 @@ def test_a_backfill_writes_its_day_but_leaves_latest_on_the_newest_day(tmp_path)
         uvs,
         items,
         make_evaluation(),
-        {"run_date": "2024-01-01"},
+        make_provenance("r3", "2024-01-01"),
         keep_releases=2,
     )
     assert not done["pointed"] and done["current"] == newest
@@ -276,7 +276,7 @@ def test_release_item_index_searches_to_the_published_recalls(tmp_path):
         [str(src / "uv.parquet")],
         table,
         make_evaluation(),
-        {"run_date": None},
+        make_provenance("r1"),
         keep_releases=1,
     )["release"]
     manifest = storage.read_json(os.path.join(release, "manifest.json"))

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from offline_recall.components import common
 from offline_recall.core import contracts as C
-from offline_recall.core import model_artifact, records, storage
+from offline_recall.core import model_artifact, records
 
 
 def jaccard(today: Iterable[str], before: Iterable[str]) -> float:
@@ -43,10 +43,12 @@ def new_items_in_list(row: dict, new_items: set[str]) -> Iterable[str]:
 
 
 def churn_summary(counts: dict, new_recalled: int, facts: dict) -> dict:
-    """The comparison's counts, with the shares a reader wants."""
+    """The comparison's counts, with the shares a reader wants. A count no user added to is
+    absent from the sum (Beam's sum of nothing is {}), and is 0."""
     compared = counts.get("users_compared", 0)
     return {
         **facts,
+        "why_not": None,
         "users_compared": compared,
         "users_changed": counts.get("users_changed", 0),
         "share_changed": counts.get("users_changed", 0) / compared if compared else 0.0,
@@ -76,7 +78,7 @@ def compare(
     previous_uri: str,
     metrics: records.Evaluation,
     summary_path: str,
-) -> dict:
+) -> records.CompareSummary:
     """Compares today's serving recalls with the previous release's and writes the summary.
 
     Args:
@@ -88,17 +90,16 @@ def compare(
         summary_path: where the comparison goes.
 
     Returns:
-        The comparison: {compared: false, why_not} without a previous release; otherwise the
-        previous release's name and date, `metrics` side by side, the churn counts
-        (users_compared, users_changed, share_changed, mean_jaccard, users_new, users_gone) and
-        the catalog's change (catalog_items, new_items, dropped_items, new_items_recalled).
+        What it wrote: `compared` False and why not, without a previous release (or one whose
+        recalls are gone); otherwise the previous release's name and date, `metrics` side by
+        side, the churn counts and the catalog's change.
     """
     previous = model_artifact.read_previous(previous_uri)
     release = previous.release
     if not previous.found:
-        result = {"compared": False, "why_not": previous.why_not}
+        result = records.CompareSummary.not_compared(previous.why_not)
     elif not tf.io.gfile.isdir(os.path.join(release, C.RECALLS_DIR)):
-        result = {"compared": False, "why_not": f"{release} has no recalls/ any more"}
+        result = records.CompareSummary.not_compared(f"{release} has no recalls/ any more")
     else:
         today_items = set(
             model_artifact.read_item_vector_table(model_uri).column(C.ITEM_ID_COLUMN).to_pylist()
@@ -145,6 +146,6 @@ def compare(
                 counts=beam.pvalue.AsSingleton(counts),
                 new_recalled=beam.pvalue.AsSingleton(recalled_new),
             )
-        return storage.read_json(summary_path)
-    storage.write_json(summary_path, result)
+        return records.CompareSummary.read(summary_path)
+    result.write(summary_path)
     return result

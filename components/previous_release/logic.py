@@ -63,7 +63,7 @@ def materialize(output_dir: str, run_date: str | None, model_uri: str) -> record
         warm = os.path.join(release.folder, C.WARM_START_DIR)
         if tf.io.gfile.isdir(warm):
             storage.copy_tree(warm, os.path.join(model_uri, C.WARM_START_DIR))
-        manifest_path = os.path.join(release.folder, C.MANIFEST_FILE)
+        manifest = records.Manifest.read(records.Manifest.path_in(release.folder))
         found = records.PreviousRelease(
             found=True,
             why=why,
@@ -71,9 +71,7 @@ def materialize(output_dir: str, run_date: str | None, model_uri: str) -> record
             run_id=release.run_id,
             run_date=release.run_date,
             release=release.folder,
-            metrics=records.ReleaseMetrics.from_dict(
-                storage.read_json(manifest_path)["metrics"], where=f"{manifest_path}: metrics"
-            ),
+            metrics=manifest.metrics,
         )
     found.write(records.PreviousRelease.path_in(model_uri))
     return found

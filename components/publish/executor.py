@@ -21,8 +21,8 @@ class Executor(base_executor.BaseExecutor):
         ingest = common.read_summary(artifact_utils.get_single_uri(input_dict[C.INGEST_REPORT_KEY]))
         metrics_uri = artifact_utils.get_single_uri(input_dict[C.METRICS_KEY])
         model_uri = artifact_utils.get_single_uri(input_dict[C.MODEL_KEY])
-        comparison = common.read_summary(
-            artifact_utils.get_single_uri(input_dict[C.COMPARISON_KEY])
+        comparison = records.CompareSummary.read(
+            common.summary_path(artifact_utils.get_single_uri(input_dict[C.COMPARISON_KEY]))
         )
         record = logic.publish_if_blessed(
             exec_properties[C.OUTPUT_DIR_KEY],
@@ -36,9 +36,9 @@ class Executor(base_executor.BaseExecutor):
                 "input_note": exec_properties.get(C.INPUT_NOTE_KEY) or "",
                 **logic.span_facts(ingest),
                 "warm_start": model_artifact.read_train_summary(model_uri)["warm_start"],
-                "compared_with_previous": comparison,
+                "compared_with_previous": comparison.to_dict(),
                 "config": json.loads(exec_properties[C.RUN_CONFIG_KEY]),
             },
             PublishConfig.from_json(exec_properties[C.CONFIG_KEY]),
         )
-        common.write_summary(artifact_utils.get_single_uri(output_dict[C.RELEASE_KEY]), record)
+        record.write(common.summary_path(artifact_utils.get_single_uri(output_dict[C.RELEASE_KEY])))

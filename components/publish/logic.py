@@ -105,9 +105,9 @@ def verify_release(folder: str) -> None:
     Raises:
         PublishError: naming what is missing or differs; the release is then not switched to.
     """
-    manifest = storage.read_json(os.path.join(folder, C.MANIFEST_FILE))
+    manifest = records.Manifest.read(records.Manifest.path_in(folder))
     on_disk = describe_files(folder)
-    for relative, entry in manifest["files"].items():
+    for relative, entry in manifest.files.items():
         found = on_disk.get(relative)
         if found is None:
             raise PublishError(f"release {folder}: {relative} is in the manifest but not on disk")
@@ -115,14 +115,14 @@ def verify_release(folder: str) -> None:
             raise PublishError(
                 f"release {folder}: {relative} is {found}, the manifest says {entry}"
             )
-    for table, rows in manifest["rows"].items():
+    for table, rows in manifest.rows.items():
         parts = [e for r, e in on_disk.items() if r.startswith(f"{table}/") and "rows" in e]
         if not parts or sum(e["rows"] for e in parts) != rows:
             raise PublishError(
                 f"release {folder}: table {table} has {sum(e['rows'] for e in parts)} rows in "
                 f"{len(parts)} files, the manifest says {rows}"
             )
-    if extra := sorted(set(on_disk) - set(manifest["files"])):
+    if extra := sorted(set(on_disk) - set(manifest.files)):
         raise PublishError(f"release {folder}: {extra[0]} is on disk but not in the manifest")
 
 
@@ -171,10 +171,10 @@ def _current_run_date(output_dir: str) -> tuple[str | None, str | None]:
         return None, None
     if "run_date" in latest:
         return latest["release"], latest["run_date"]
-    manifest_path = os.path.join(latest["release"], C.MANIFEST_FILE)
+    manifest_path = records.Manifest.path_in(latest["release"])
     if not tf.io.gfile.exists(manifest_path):
         return latest["release"], None
-    return latest["release"], storage.read_json(manifest_path)["run_date"]
+    return latest["release"], records.Manifest.read(manifest_path).run_date
 
 
 def should_point(new_date: str | None, current_date: str | None) -> bool:
@@ -244,14 +244,16 @@ def publish_release(
         storage.copy_tree(warm_start_dir, os.path.join(release, C.WARM_START_DIR))
     evaluation.write(records.Evaluation.path_in(release))
     files = describe_files(release)
-    manifest = {
-        **manifest,
-        "metrics": evaluation.release_metrics().to_dict(),
-        "rows": counts,
-        "files": files,
-        "model_fingerprint": model_fingerprint(files),
-    }
-    storage.write_json(os.path.join(release, C.MANIFEST_FILE), manifest)
+    records.Manifest.from_dict(
+        {
+            **manifest,
+            "metrics": evaluation.release_metrics().to_dict(),
+            "rows": counts,
+            "files": files,
+            "model_fingerprint": model_fingerprint(files),
+        },
+        where=records.Manifest.path_in(release),
+    ).write(records.Manifest.path_in(release))
     verify_release(release)
     common.failpoint("publish:written")
     current, current_date = _current_run_date(output_dir)
@@ -332,7 +334,7 @@ def publish_if_blessed(
     evaluation: records.Evaluation,
     manifest: dict,
     config: PublishConfig,
-) -> dict:
+) -> records.PublishSummary:
     """Publishes the run's tables as a new release when blessed; keeps the current one if not.
 
     Args:
@@ -347,20 +349,25 @@ def publish_if_blessed(
         config: the `publish` section.
 
     Returns:
-        What happened: {published, run_id, and release, pointed, current, replaced, pruned
-        (see `publish_release`) or kept + not_blessed_because}.
+        What happened: the release, where LATEST points, what was replaced and pruned (see
+        `publish_release`); or the release kept and why not.
     """
     if storage.is_local(output_dir):
         output_dir = os.path.abspath(output_dir)
     tf.io.gfile.makedirs(output_dir)
     run_id = run_id or dates.new_run_id()
     if not blessed:
-        return {
-            "published": False,
-            "run_id": run_id,
-            "not_blessed_because": list(evaluation.not_blessed_because),
-            "kept": current_release(output_dir),
-        }
+        return records.PublishSummary(
+            published=False,
+            run_id=run_id,
+            release=None,
+            pointed=None,
+            current=None,
+            replaced=(),
+            pruned=(),
+            not_blessed_because=evaluation.not_blessed_because,
+            kept=current_release(output_dir),
+        )
     done = publish_release(
         output_dir,
         run_id,
@@ -373,4 +380,14 @@ def publish_if_blessed(
         serving_model_dir=model_artifact.serving_model_path(model_uri),
         warm_start_dir=os.path.join(model_uri, C.WARM_START_DIR),
     )
-    return {"published": True, "run_id": run_id, **done}
+    return records.PublishSummary(
+        published=True,
+        run_id=run_id,
+        release=done["release"],
+        pointed=done["pointed"],
+        current=done["current"],
+        replaced=tuple(done["replaced"]),
+        pruned=tuple(done["pruned"]),
+        not_blessed_because=(),
+        kept=None,
+    )

@@ -84,10 +84,10 @@ def run_summary(output_dir: str, input_base: str, stages: StageOutputs) -> dict:
     ingest = common.read_summary(stages.ingest_report)
     ingest["quarantine_path"] = stages.quarantine
     train = model_artifact.read_train_summary(stages.model)
-    publish = common.read_summary(stages.release)
+    publish = records.PublishSummary.read(common.summary_path(stages.release))
     return {
-        "status": C.STATUS_PUBLISHED if publish["published"] else C.STATUS_NOT_BLESSED,
-        "run_id": publish["run_id"],
+        "status": C.STATUS_PUBLISHED if publish.published else C.STATUS_NOT_BLESSED,
+        "run_id": publish.run_id,
         "finished_at": datetime.datetime.now(datetime.UTC).isoformat(),
         "input": input_base,
         "output": output_dir,
@@ -100,8 +100,8 @@ def run_summary(output_dir: str, input_base: str, stages: StageOutputs) -> dict:
             "eval": common.read_summary(stages.eval_recall_report),
         },
         "evaluate": records.Evaluation.read(records.Evaluation.path_in(stages.metrics)).to_dict(),
-        "compare": common.read_summary(stages.comparison),
-        "publish": publish,
+        "compare": records.CompareSummary.read(common.summary_path(stages.comparison)).to_dict(),
+        "publish": publish.to_dict(),
     }
 
 
