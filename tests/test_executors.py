@@ -126,3 +126,118 @@ def test_sequences_do_reads_ingest_output_and_writes_every_split(chain):
     assert held_out == {"u1": "d", "u3": "d"}
     report = artifact_utils.get_single_uri(built[C.REPORT_KEY])
     assert tf.io.gfile.exists(common.summary_path(report))
+
+
+def test_schema_import_do_writes_the_packaged_schema(tmp_path):
+    from offline_recall.components.schema_import.component import PackagedSchemaGen
+
+    for name in ("schema.pbtxt", "sequences.pbtxt"):
+        component = PackagedSchemaGen(schema_name=name).with_id(f"Schema{len(name)}")
+        schema = artifact_utils.get_single_uri(_do(component, {}, str(tmp_path))[C.SCHEMA_KEY])
+        (written,) = tf.io.gfile.listdir(schema)
+        with tf.io.gfile.GFile(os.path.join(schema, written)) as f:
+            assert "feature" in f.read()
+
+
+def test_previous_release_do_says_why_none_on_an_empty_output(chain, tmp_path):
+    from offline_recall.components.previous_release.component import PreviousRelease
+    from offline_recall.core import records
+
+    ingested, _ = chain
+    component = PreviousRelease(
+        ingest_report=IngestExampleGen(input_base="x", config=Config().ingest).outputs[
+            C.REPORT_KEY
+        ],
+        output_dir=str(tmp_path / "out"),
+    )
+    out = _do(component, {C.INGEST_REPORT_KEY: ingested[C.REPORT_KEY]}, str(tmp_path))
+    model = artifact_utils.get_single_instance(out[C.PREVIOUS_KEY])
+    found = records.PreviousRelease.read(records.PreviousRelease.path_in(model.uri))
+    assert not found.found and found.why_not
+    assert model.get_int_custom_property("found") == 0
+
+
+def test_publish_do_publishes_a_blessed_run_from_its_artifacts(chain, tmp_path):
+    """Publish's Do on hand-made upstream artifacts: Recalls (Parquet), a Model (item vectors, a
+    serving-model folder, a train summary), Evaluate's metrics and blessing, Compare's summary,
+    and Ingest's real report."""
+    import numpy as np
+    import pyarrow as pa
+    from conftest import make_evaluation
+    from tfx.types import channel_utils, standard_artifacts
+
+    from offline_recall.components import artifacts
+    from offline_recall.components.publish.component import Publish
+    from offline_recall.core import model_artifact, records, storage
+    from offline_recall.trainer import export
+
+    ingested, _ = chain
+    root = tmp_path / "upstream"
+
+    def artifact(kind, name):
+        made = kind()
+        made.uri = str(root / name)
+        tf.io.gfile.makedirs(made.uri)
+        return [made]
+
+    recalls = artifact(artifacts.Recalls, "recalls")
+    for table, rows in (
+        (C.RECALLS_DIR, {"user_id": ["u1"], "item_ids": [["b"]], "scores": [[1.5]]}),
+        (C.USER_VECTORS_DIR, {"user_id": ["u1"], "vector": [[1.0, 0.5, 1.0]]}),
+    ):
+        tf.io.gfile.makedirs(os.path.join(recalls[0].uri, table))
+        storage.write_parquet(pa.table(rows), os.path.join(recalls[0].uri, table, "p.parquet"))
+    model = artifact(standard_artifacts.Model, "model")
+    keys = [F.encode_id(i) for i in ("a", "b")]
+    model_artifact.write_item_vectors(
+        model[0].uri,
+        export.item_vectors_table(keys, np.array([[1.0, 0.0], [1.0, 0.5]]), np.zeros(2), {}),
+    )
+    serving = os.path.join(model[0].uri, C.SERVING_MODEL_DIR, "1")
+    tf.io.gfile.makedirs(serving)
+    with tf.io.gfile.GFile(os.path.join(serving, "saved_model.pb"), "wb") as f:
+        f.write(b"not a real model: Publish only copies it")
+    model_artifact.write_train_summary(
+        model[0].uri, {"warm_start": {"used": False, "why_not": "a test"}}
+    )
+    metrics = artifact(artifacts.RecallMetrics, "metrics")
+    make_evaluation().write(records.Evaluation.path_in(metrics[0].uri))
+    blessing = artifact(standard_artifacts.ModelBlessing, "blessing")
+    blessing[0].set_int_custom_property(C.BLESSED_PROPERTY, 1)
+    comparison = artifact(artifacts.StageReport, "comparison")
+    records.CompareSummary.not_compared("a test").write(common.summary_path(comparison[0].uri))
+
+    out = tmp_path / "out"
+    config = Config()
+    component = Publish(
+        comparison=channel_utils.as_channel(comparison),
+        recalls=channel_utils.as_channel(recalls),
+        model=channel_utils.as_channel(model),
+        blessing=channel_utils.as_channel(blessing),
+        metrics=channel_utils.as_channel(metrics),
+        ingest_report=channel_utils.as_channel(ingested[C.REPORT_KEY]),
+        output_dir=str(out),
+        input_base="clicks.csv",
+        config=config,
+        run_id="r1",
+    )
+    published = _do(
+        component,
+        {
+            C.RECALLS_KEY: recalls,
+            C.MODEL_KEY: model,
+            C.BLESSING_KEY: blessing,
+            C.METRICS_KEY: metrics,
+            C.INGEST_REPORT_KEY: ingested[C.REPORT_KEY],
+            C.COMPARISON_KEY: comparison,
+        },
+        str(tmp_path),
+    )
+    summary = records.PublishSummary.read(
+        common.summary_path(artifact_utils.get_single_uri(published[C.RELEASE_KEY]))
+    )
+    assert summary.published and summary.run_id == "r1" and summary.pointed
+    manifest = records.Manifest.read(records.Manifest.path_in(summary.release))
+    assert manifest.input == "clicks.csv" and manifest.rows[C.RECALLS_DIR] == 1
+    assert manifest.compared_with_previous["why_not"] == "a test"
+    assert storage.read_latest(str(out))["release"] == summary.release
