@@ -8,6 +8,8 @@ never a default. Metric names are built from K (`contracts.metric_key`), never s
     metrics.json    Evaluation        Evaluate's metrics and blessing (Compare, Publish, Report)
     manifest.json   Manifest          a release: what it holds (files, rows, checksums) and
                                       what made it (input, run date, spans, config, metrics)
+    summary.json    IngestSummary     Ingest's counts, run date and spans (PreviousRelease,
+                                      Publish, Report, the CLI)
     summary.json    CompareSummary    Compare's report (Publish's manifest, Report, the CLI)
     summary.json    PublishSummary    what Publish did (Report, the CLI)
 """
@@ -288,3 +290,35 @@ class PublishSummary(Record):
     pruned: tuple[str, ...]
     not_blessed_because: tuple[str, ...]
     kept: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class IngestSummary(Record):
+    """Ingest's summary.json: its counts in rows and in physical lines, and the days it read.
+
+    rows_read = rows_valid + rows_quarantined; rows_written = rows_valid - rows_out_of_window -
+    duplicates_dropped; lines_read = lines_valid + lines_quarantined + blank_lines.
+    """
+
+    rows_read: int
+    rows_valid: int
+    rows_quarantined: int
+    duplicates_dropped: int
+    rows_out_of_window: int
+    rows_before_window: int
+    rows_written: int
+    blank_lines_skipped: int
+    lines_read: int
+    lines_valid: int
+    lines_quarantined: int
+    blank_lines: int
+    # {unit: rows}: the epoch units (or ISO 8601) the timestamps were read in.
+    timestamp_units: dict[str, int]
+    # {quarantine reason: rows}.
+    reasons: dict[str, int]
+    # Per input file: {path, format, span, rows_read, lines_read}.
+    files: tuple[dict[str, Any], ...]
+    file_errors: tuple[str, ...]
+    spans: tuple[int, ...]
+    run_date: str | None
+    window_first_day: str | None

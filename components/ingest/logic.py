@@ -14,7 +14,7 @@ import apache_beam as beam
 
 from offline_recall.components import common
 from offline_recall.components.ingest import rows, sources
-from offline_recall.core import storage
+from offline_recall.core import records
 from offline_recall.core.config import IngestConfig
 from offline_recall.core.contracts import QUARANTINE_PREFIX
 
@@ -93,6 +93,7 @@ def ingest_clicks(
             blank=beam.pvalue.AsSingleton(result["blank"]),
             file_tallies=beam.pvalue.AsList(result["file_tallies"]),
         )
-    summary = storage.read_json(summary_path)
+    # Read back as the stages after it read it: every field there, of its type.
+    summary = records.IngestSummary.read(summary_path).to_dict()
     rows.check_counts(summary, config.max_bad_fraction, quarantine_dir)
     return summary

@@ -18,7 +18,9 @@ class Executor(base_executor.BaseExecutor):
     def Do(self, input_dict, output_dict, exec_properties) -> None:  # noqa: N802
         common.make_output_dirs(output_dict)
         blessing = artifact_utils.get_single_instance(input_dict[C.BLESSING_KEY])
-        ingest = common.read_summary(artifact_utils.get_single_uri(input_dict[C.INGEST_REPORT_KEY]))
+        ingest = records.IngestSummary.read(
+            common.summary_path(artifact_utils.get_single_uri(input_dict[C.INGEST_REPORT_KEY]))
+        )
         metrics_uri = artifact_utils.get_single_uri(input_dict[C.METRICS_KEY])
         model_uri = artifact_utils.get_single_uri(input_dict[C.MODEL_KEY])
         comparison = records.CompareSummary.read(

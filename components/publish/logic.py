@@ -126,18 +126,18 @@ def verify_release(folder: str) -> None:
         raise PublishError(f"release {folder}: {extra[0]} is on disk but not in the manifest")
 
 
-def span_facts(ingest: dict) -> dict:
+def span_facts(ingest: records.IngestSummary) -> dict:
     """What a release's manifest says of its input's days: the run date, the TFX span numbers
     (days since 1970-01-01) and the dates they cover; from Ingest's summary."""
-    spans = ingest["spans"]
-    dated = ingest["run_date"] is not None and bool(spans)
+    spans = list(ingest.spans)
+    dated = ingest.run_date is not None and bool(spans)
     return {
-        "run_date": ingest["run_date"],
+        "run_date": ingest.run_date,
         "input_spans": spans,
         "input_span_dates": (
             [dates.date_of_span(s).isoformat() for s in (spans[0], spans[-1])] if dated else None
         ),
-        "window_first_day": ingest["window_first_day"],
+        "window_first_day": ingest.window_first_day,
     }
 
 

@@ -81,7 +81,7 @@ def metrics_at_k(metrics: dict, k: int, names: tuple[str, ...]) -> dict[str, flo
 
 def run_summary(output_dir: str, input_base: str, stages: StageOutputs) -> dict:
     """Every stage's counts, the metrics and what Publish did, as run_summary.json holds them."""
-    ingest = common.read_summary(stages.ingest_report)
+    ingest = records.IngestSummary.read(common.summary_path(stages.ingest_report)).to_dict()
     ingest["quarantine_path"] = stages.quarantine
     train = model_artifact.read_train_summary(stages.model)
     publish = records.PublishSummary.read(common.summary_path(stages.release))
