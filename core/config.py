@@ -334,8 +334,11 @@ class TrainerConfig(Section):
     # this finer granularity then.
     warm_start_eval_every_epochs: int = 1
     # After Evaluate blesses the fit, train once more on every event, the held-out one included,
-    # and publish that model (the blessing and metrics stay the fit's).
-    refit_on_holdout: bool = False
+    # and publish that model (the blessing and metrics stay the fit's). The held-out event is each
+    # user's newest: on the validation target (bench/quality.py) it lifted NDCG@10 on Amazon
+    # Beauty by 0.0072 +- 0.0010 (0.0494 -> 0.0566) and on MovieLens-100K by 0.0032 +- 0.0031
+    # (0.1016 -> 0.1047, 3 seeds), HR@50 +0.021 and +0.010.
+    refit_on_holdout: bool = True
     # true: continue from the fit's best checkpoint; false: train anew from scratch.
     refit_warm_start: bool = True
     # "auto" = eval_every_epochs when warm-starting, the fit's best epoch count from scratch.

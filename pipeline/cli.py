@@ -303,6 +303,13 @@ def _bad(message: str) -> int:
 def cmd_run(args, beam_args: list[str]) -> int:
     from offline_recall.core import config as config_lib
 
+    if not storage.is_local(args.output):
+        # The ML Metadata store, the lock, the log and TMPDIR of a local run live in the output
+        # folder; on an object store a compiled pipeline (Kubeflow, Airflow) is the way.
+        return _bad(
+            f"--output {args.output}: `run` writes to a local folder; for an object store, "
+            "compile the pipeline (offline-recall compile --target kubeflow|airflow)"
+        )
     output_dir = os.path.abspath(args.output)
     try:
         config = config_lib.load(args.config)

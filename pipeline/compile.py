@@ -78,13 +78,21 @@ def check_args(args) -> None:
                     "for a package that runs here"
                 )
     else:
-        for option in ("input", "output_dir"):
-            value = getattr(args, option)
-            if value and not is_object_store(value) and not os.path.isabs(value):
-                raise CompileError(
-                    f"{_flag(option)} {value!r} must be absolute or an object-store URI: the DAG runs on "
-                    "a worker, not in this folder"
-                )
+        if args.input and not is_object_store(args.input) and not os.path.isabs(args.input):
+            raise CompileError(
+                f"--input {args.input!r} must be absolute or an object-store URI: the DAG runs on "
+                "a worker, not in this folder"
+            )
+        # The DAG's task is `offline-recall run`, whose output folder holds the run's ML
+        # Metadata store, lock and log: a folder of the worker's (or a mounted bucket).
+        if args.output_dir and (
+            is_object_store(args.output_dir) or not os.path.isabs(args.output_dir)
+        ):
+            raise CompileError(
+                f"--output-dir {args.output_dir!r} must be an absolute folder of the worker for "
+                "--target airflow (a mounted bucket will do): the DAG's task runs `offline-recall "
+                "run`, which writes there; for an object store use --target kubeflow"
+            )
 
 
 def cmd_compile(args, beam_args: list[str]) -> int:

@@ -84,3 +84,10 @@ def test_output_that_is_a_file_exits_2(tmp_path, cli):
     result = cli("run", "--output", str(target), timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: --output {target} is a file, not a folder"
+
+
+def test_an_object_store_output_for_run_exits_2_and_says_to_compile(cli):
+    result = cli("run", "--output", "gs://bucket/out", timeout=120)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert "--output gs://bucket/out" in line and "offline-recall compile" in line
