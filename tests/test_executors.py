@@ -111,7 +111,8 @@ def test_sequences_do_reads_ingest_output_and_writes_every_split(chain):
     _, built = chain
     sequences = artifact_utils.get_single_instance(built[C.SEQUENCES_KEY])
     splits = artifact_utils.decode_split_names(sequences.split_names)
-    assert set(splits) == set(F.SEQUENCE_SPLITS)
+    # The defaults refit on the holdout, so the refit split (every event) is written too.
+    assert set(splits) == set(F.SEQUENCE_SPLITS) | {F.REFIT_SPLIT}
     serving = {
         _bytes(e, F.USER_ID)[0]: _bytes(e, F.HISTORY)
         for e in _records(common.split_pattern(sequences.uri, F.SERVING_SPLIT))
