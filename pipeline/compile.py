@@ -85,9 +85,7 @@ def check_args(args) -> None:
             )
         # The DAG's task is `offline-recall run`, whose output folder holds the run's ML
         # Metadata store, lock and log: a folder of the worker's (or a mounted bucket).
-        if args.output_dir and (
-            is_object_store(args.output_dir) or not os.path.isabs(args.output_dir)
-        ):
+        if args.output_dir and not os.path.isabs(args.output_dir):
             raise CompileError(
                 f"--output-dir {args.output_dir!r} must be an absolute folder of the worker for "
                 "--target airflow (a mounted bucket will do): the DAG's task runs `offline-recall "
