@@ -397,13 +397,7 @@ def _run_locked(args, beam_args, config, output_dir: str, run_id: str, lock) -> 
         from offline_recall.components.ingest import sources
 
         try:
-            files, window = sources.preflight(
-                input_base,
-                config.ingest.max_spans,
-                args.date,
-                config.ingest.window_days,
-                config.ingest.allow_missing_run_date,
-            )
+            files, window = sources.preflight(input_base, config.ingest, args.date)
         except Exception as e:  # noqa: BLE001 - only our own errors are printed as one line
             ours = _our_error(e)
             if ours is None:

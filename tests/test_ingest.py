@@ -115,31 +115,31 @@ def _write_csv(path, header, body):
 
 def test_preflight_errors_name_the_file(tmp_path):
     with pytest.raises(IngestError, match="does not exist"):
-        sources.preflight(str(tmp_path / "nope.csv"), None)
+        sources.preflight(str(tmp_path / "nope.csv"))
     empty_dir = tmp_path / "empty"
     empty_dir.mkdir()
     with pytest.raises(IngestError, match="no data files"):
-        sources.preflight(str(empty_dir), None)
+        sources.preflight(str(empty_dir))
     missing = tmp_path / "missing.csv"
     _write_csv(missing, ["user_id", "item_id"], [["u", "i"]])
     with pytest.raises(IngestError, match=r"missing\.csv: missing required column 'timestamp'"):
-        sources.preflight(str(missing), None)
+        sources.preflight(str(missing))
     header_only = tmp_path / "header_only.csv"
     _write_csv(header_only, ["user_id", "item_id", "timestamp"], [])
     with pytest.raises(IngestError, match="input has no rows"):
-        sources.preflight(str(header_only), None)
+        sources.preflight(str(header_only))
     fake = tmp_path / "fake.parquet"
     fake.write_text("user_id,item_id,timestamp\n")
     with pytest.raises(IngestError, match=r"fake\.parquet: not a Parquet file"):
-        sources.preflight(str(fake), None)
+        sources.preflight(str(fake))
     fake_tfr = tmp_path / "fake.tfrecord"
     fake_tfr.write_bytes(b"\x01\x02garbage" * 10)
     with pytest.raises(IngestError, match=r"fake\.tfrecord"):
-        sources.preflight(str(fake_tfr), None)
+        sources.preflight(str(fake_tfr))
     unknown = tmp_path / "clicks.json"
     unknown.write_text("{}")
     with pytest.raises(IngestError, match="unknown input format"):
-        sources.preflight(str(unknown), None)
+        sources.preflight(str(unknown))
     unreadable = tmp_path / "dir.csv"
     unreadable.mkdir()
     with pytest.raises(IngestError, match=r"dir\.csv"):
@@ -206,7 +206,7 @@ def _keep(values, results, name):
 
 
 def test_every_bad_row_kind_is_counted_exactly(tmp_path, awkward_user, awkward_item):
-    files, _ = sources.preflight(_bad_input(tmp_path, awkward_user, awkward_item), None)
+    files, _ = sources.preflight(_bad_input(tmp_path, awkward_user, awkward_item))
     _STORE.clear()
     _run_ingest(files)
     reasons = dict(_STORE["reasons"])
@@ -287,7 +287,7 @@ def test_parquet_tfrecord_and_spans(tmp_path):
             ).SerializeToString()
         )
     (day2 / "_SUCCESS").write_text("")
-    files, _ = sources.preflight(str(tmp_path / "logs"), None)
+    files, _ = sources.preflight(str(tmp_path / "logs"))
     assert [(os.path.basename(f.path), f.span) for f in files] == [
         ("a.parquet", 19723),
         ("b.tfrecord.gz", 19724),
@@ -314,7 +314,7 @@ def test_input_order_follows_file_rank_then_row(tmp_path):
 def test_beam_transform_assert_that(tmp_path):
     path = tmp_path / "c.csv"
     _write_csv(path, ["user_id", "item_id", "timestamp"], [["u", "i", "5"], ["u", "i", "5"]])
-    files, _ = sources.preflight(str(path), None)
+    files, _ = sources.preflight(str(path))
     with TestPipeline() as p:
         out = p | beam.Create(files) | rows.IngestClicks(256, NOW)
         assert_that(out["duplicates"], equal_to([1]), label="Dups")

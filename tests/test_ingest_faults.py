@@ -21,9 +21,17 @@ from offline_recall.core.config import IngestConfig
 NOW = 1_800_000_000
 
 
+def _preflight(path, max_spans=None, run_date=None, window_days=None, allow_missing_day=False):
+    """`sources.preflight` with the ingest keys it reads given one by one."""
+    config = IngestConfig(
+        max_spans=max_spans, window_days=window_days, allow_missing_run_date=allow_missing_day
+    )
+    return sources.preflight(path, config, run_date)
+
+
 def _ingest(tmp_path, path, **config):
     """Runs the real ingest function on `path`; returns (summary, quarantined records)."""
-    files, window = sources.preflight(str(path), None)
+    files, window = _preflight(str(path), None)
     out = tmp_path / "out"
     summary = logic.ingest_clicks(
         beam.Pipeline,
@@ -140,15 +148,15 @@ def test_header_faults_name_file_and_column(tmp_path):
     repeated = tmp_path / "repeated.csv"
     repeated.write_text("user_id,item_id,timestamp,item_id\nu,i,1600000000,j\n")
     with pytest.raises(IngestError, match=r"repeated\.csv: column 'item_id' appears twice"):
-        sources.preflight(str(repeated), None)
+        _preflight(str(repeated), None)
     binary_name = tmp_path / "binary_name.csv"
     binary_name.write_bytes(b"user_id,item_id,timestamp,ex\xfftra\nu,i,1600000000,x\n")
     with pytest.raises(IngestError, match=r"binary_name\.csv: header column 4 .* not UTF-8"):
-        sources.preflight(str(binary_name), None)
+        _preflight(str(binary_name), None)
     missing = tmp_path / "missing.parquet"
     pq.write_table(pa.table({"user_id": ["u"], "ts": [1]}), missing)
     with pytest.raises(IngestError, match=r"missing\.parquet: missing required column 'item_id'"):
-        sources.preflight(str(missing), None)
+        _preflight(str(missing), None)
 
 
 def test_parquet_ids_that_are_not_ids_are_quarantined_by_reason(tmp_path):
@@ -219,7 +227,7 @@ def test_preflight_and_reading_work_off_the_local_disk(tmp_path):
                 {"user_id": [b"u4"], "item_id": [b"i4"]}, {"timestamp": [1600000003]}
             ).SerializeToString()
         )
-    files, _ = sources.preflight(root, None)
+    files, _ = _preflight(root, None)
     assert [(f.path.rsplit("/", 1)[1], f.span) for f in files] == [
         ("a.csv", 19723),
         ("b.csv.gz", 19724),
@@ -230,7 +238,7 @@ def test_preflight_and_reading_work_off_the_local_disk(tmp_path):
     assert [r["values"]["item_id"] for r in records] == ["i1", "i\n2", "i1", "i\n2", "i3", "i4"]
     assert [r["lines"] for r in records] == [1, 2, 1, 2, 1, 1]
     with pytest.raises(IngestError, match="input does not exist"):
-        sources.preflight(f"{root}/nope", None)
+        _preflight(f"{root}/nope", None)
 
 
 def _day_folders(root, days: dict[str, str]) -> str:
@@ -249,28 +257,28 @@ def test_the_run_date_picks_the_day_folders_of_its_window(tmp_path):
             "2024-01-03": "u1,i3,1704240000\n",
         },
     )
-    files, window = sources.preflight(root, None)
+    files, window = _preflight(root, None)
     assert window.run_date == "2024-01-03" and window.first_day is None  # the newest folder
     assert [f.span for f in files] == [19723, 19724, 19725]
     # Every day up to the run date is read (history); the window says which days train.
-    files, window = sources.preflight(root, None, "2024-01-02", 1)
+    files, window = _preflight(root, None, "2024-01-02", 1)
     assert [f.span for f in files] == [19723, 19724] and window.first_day == "2024-01-02"
-    files, window = sources.preflight(root, None, "2024-01-03", 2)
+    files, window = _preflight(root, None, "2024-01-03", 2)
     assert [f.span for f in files] == [19723, 19724, 19725] and window.first_day == "2024-01-02"
-    assert [f.span for f in sources.preflight(root, 2, "2024-01-03")[0]] == [19724, 19725]
+    assert [f.span for f in _preflight(root, 2, "2024-01-03")[0]] == [19724, 19725]
     with pytest.raises(IngestError, match=r"no day folder 2024-01-05/ for the run date"):
-        sources.preflight(root, None, "2024-01-05")
+        _preflight(root, None, "2024-01-05")
     with pytest.raises(IngestError, match=r"--date '2024-1-5': not a date"):
-        sources.preflight(root, None, "2024-1-5")
+        _preflight(root, None, "2024-1-5")
     (tmp_path / "logs" / "2024-01-04").mkdir()
     with pytest.raises(IngestError, match=r"2024-01-04: the run date's day folder holds no data"):
-        sources.preflight(root, None, "2024-01-04")
+        _preflight(root, None, "2024-01-04")
     # ingest.allow_missing_run_date: the days before it (the window still ends at the date).
     for date in ("2024-01-04", "2024-01-05"):
-        files, window = sources.preflight(root, None, date, 3, allow_missing_day=True)
+        files, window = _preflight(root, None, date, 3, allow_missing_day=True)
         assert [f.span for f in files] == [19723, 19724, 19725] and window.run_date == date
     with pytest.raises(IngestError, match=r"no day folder 2023-12-30/ for the run date"):
-        sources.preflight(root, None, "2023-12-30", 2, allow_missing_day=True)
+        _preflight(root, None, "2023-12-30", 2, allow_missing_day=True)
 
 
 def test_events_after_the_run_date_are_out_of_the_window_not_quarantined(tmp_path):
@@ -283,7 +291,7 @@ def test_events_after_the_run_date_are_out_of_the_window_not_quarantined(tmp_pat
             "2024-01-02": f"u1,i3,{day + 86_400}\nu2,i4,{day + 2 * 86_400}\n",
         },
     )
-    files, window = sources.preflight(root, None, "2024-01-02")
+    files, window = _preflight(root, None, "2024-01-02")
     out = tmp_path / "out"
     summary = logic.ingest_clicks(
         beam.Pipeline,
@@ -299,7 +307,7 @@ def test_events_after_the_run_date_are_out_of_the_window_not_quarantined(tmp_pat
     assert summary["rows_written"] == 3 and summary["run_date"] == "2024-01-02"
     assert summary["rows_before_window"] == 0
     # A one-day window: the first day's events are history, written and counted as such.
-    files, window = sources.preflight(root, None, "2024-01-02", 1)
+    files, window = _preflight(root, None, "2024-01-02", 1)
     summary = logic.ingest_clicks(
         beam.Pipeline,
         files,

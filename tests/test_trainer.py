@@ -321,9 +321,10 @@ def test_history_mask_marks_history_items():
     assert got.tolist() == [[True, False, True, False], [False] * 4]
 
 
-@pytest.mark.parametrize("variant", ["untied", "tied", "mean_mlp_extras"])
+@pytest.mark.parametrize("variant", ["untied", "tied", "mean_mlp_extras", "ensemble"])
 def test_exported_vectors_reproduce_the_model_logits(tmp_path, variant):
-    """user_vector from the SavedModel . exported item vector == the model's own logit."""
+    """user_vector from the SavedModel . exported item vector == the model's own logit (the
+    sum of the members' logits for an ensemble)."""
     rng = np.random.default_rng(0)
     num_classes, dim = 12, 8
     histories = rng.integers(0, num_classes, size=(32, 5))
@@ -351,6 +352,8 @@ def test_exported_vectors_reproduce_the_model_logits(tmp_path, variant):
             user_embedding_dim=4,
             recency_feature=True,
         )
+    if variant == "ensemble":
+        config = dataclasses.replace(config, ensemble_size=2)
     params = hparams.build_params(config, num_classes - 1, num_classes, counts, num_users=6)
     features = {"history_idx": histories}
     if variant == "mean_mlp_extras":
@@ -387,15 +390,16 @@ def test_exported_vectors_reproduce_the_model_logits(tmp_path, variant):
     user_vectors = serve(**{k: tf.constant(v) for k, v in served.items()})["user_vector"].numpy()
 
     checkpoint = estimator.latest_checkpoint()
-    kernel = tf.train.load_variable(checkpoint, model_lib.output_kernel_name(params))
-    bias = tf.train.load_variable(checkpoint, "softmax/bias").reshape(-1)
+    kernel, bias = export.read_item_rows(checkpoint, params)
+    assert kernel.shape == (num_classes, config.ensemble_size * dim)
     table = export.item_vectors_table(
         [F.encode_id(f"i{n}".encode()) for n in range(num_classes)], kernel, bias, {}
     )
     items = np.asarray(table.column("vector").to_pylist(), np.float32)
     published = model_artifact.augment_user_vectors(user_vectors) @ items.T
 
-    # The model's own logits, from the graph that training built, at the same checkpoint.
+    # The model's own logits, from the graph that training built, at the same checkpoint: each
+    # member's user vector (its slice of the prediction) against its own kernel and bias.
     with tf.Graph().as_default():
         spec = model_lib.model_fn(
             {k: tf.constant(v) for k, v in served.items()},
@@ -403,15 +407,17 @@ def test_exported_vectors_reproduce_the_model_logits(tmp_path, variant):
             tf.estimator.ModeKeys.PREDICT,
             params,
         )
-        with tf.compat.v1.variable_scope("softmax", reuse=True):
-            bias_var = tf.compat.v1.get_variable("bias")
-        kernel_var = [
-            v
-            for v in tf.compat.v1.global_variables()
-            if v.op.name == model_lib.output_kernel_name(params)
-        ][0]
-        logits = losses.logits(
-            kernel_var, tf.reshape(bias_var, [-1]), spec.predictions["user_vector"]
+        variables = {v.op.name: v for v in tf.compat.v1.global_variables()}
+        assert len(variables) == len(set(variables))
+        logits = tf.add_n(
+            [
+                losses.logits(
+                    variables[kernel_name],
+                    tf.reshape(variables[bias_name], [-1]),
+                    spec.predictions["user_vector"][:, m * dim : (m + 1) * dim],
+                )
+                for m, (kernel_name, bias_name) in enumerate(model_lib.item_row_names(params))
+            ]
         )
         with tf.compat.v1.Session() as sess:
             tf.compat.v1.train.Saver().restore(sess, checkpoint)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from offline_recall.core import storage
 from offline_recall.core.config import TrainerConfig
 from offline_recall.trainer import features as F
 from offline_recall.trainer import hparams, warm_start
@@ -98,6 +99,36 @@ def test_rows_follow_their_item_new_items_start_fresh_and_slots_stay_behind(tmp_
     assert model_lib.ITEM_EMBEDDINGS in saved
     assert not [n for n in saved if "Adam" in n or n in ("global_step", "beta1_power")]
     assert "Adam" in " ".join(n for n, _ in tf.train.list_variables(checkpoint))
+
+
+def test_every_ensemble_members_rows_follow_their_item(tmp_path):
+    config = TrainerConfig(embedding_dim=DIM, num_blocks=1, loss="full_softmax", ensemble_size=2)
+    old_keys, new_keys = ["a", "b", "c"], ["c", "z", "a"]
+    checkpoint = _trained_checkpoint(tmp_path, _params(len(old_keys), config))
+    model_uri = str(tmp_path / "yesterday")
+    old_vocab = _write_vocab(tmp_path / "old_vocab.txt", old_keys)
+    warm_start.write_source(checkpoint, model_uri, old_vocab, _params(len(old_keys), config))
+    params = _params(len(new_keys), config)
+    warm, facts = warm_start.settings(
+        model_uri, _write_vocab(tmp_path / "new.txt", new_keys), len(new_keys), params
+    )
+    assert facts["used"] and facts["items_carried"] == 2
+    rows = [k for k, _ in model_lib.item_row_names(params)]
+    assert rows == [model_lib.ITEM_EMBEDDINGS, "member_1/" + model_lib.ITEM_EMBEDDINGS]
+    start = warm_start.initial_values(warm, params, rows, seed=5)
+    for name in rows:
+        old_rows = tf.train.load_variable(checkpoint, name)
+        np.testing.assert_array_equal(start[name][0], old_rows[2])  # "c"
+        np.testing.assert_array_equal(start[name][2], old_rows[0])  # "a"
+    # The members are distinct models, not one table under two names.
+    assert not np.array_equal(start[rows[0]], start[rows[1]])
+    # A source written before ensemble_size existed is a one-member model: refused for two.
+    info_path = os.path.join(model_uri, "warm_start", "warm_start.json")
+    info = storage.read_json(info_path)
+    del info["architecture"]["ensemble_size"]
+    storage.write_json(info_path, info)
+    warm, facts = warm_start.settings(model_uri, old_vocab, len(old_keys), _params(3, config))
+    assert warm is None and facts["why_not"] == "the architecture changed (ensemble_size)"
 
 
 def test_a_changed_architecture_is_refused_with_the_reason(tmp_path, yesterday):

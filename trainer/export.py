@@ -86,11 +86,28 @@ def item_vectors_table(
     )
 
 
+def read_item_rows(checkpoint: str, params: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The output kernel and bias of a checkpoint, every ensemble member's folded in.
+
+    An ensemble's kernel row is its members' rows side by side and its bias the sum of theirs:
+    against the members' user vectors side by side (what the model predicts) that is the sum of
+    the members' logits, which is what training evaluated.
+
+    Returns:
+        (kernel [num_classes, ensemble_size * dim], bias [num_classes]).
+    """
+    names = model_lib.item_row_names(params)
+    kernel = np.concatenate([tf.train.load_variable(checkpoint, k) for k, _ in names], axis=1)
+    bias = np.sum([tf.train.load_variable(checkpoint, b).reshape(-1) for _, b in names], axis=0)
+    return kernel, bias
+
+
 def export_model(estimator, checkpoint, serving_model_dir, tf_transform_output, params) -> str:
     """Exports the serving SavedModel and the item vectors of `checkpoint`; returns the Model URI.
 
     Item vectors are the output kernel rows (the input table when tied) with the softmax bias
-    appended, read from the same checkpoint the SavedModel is built from.
+    appended (an ensemble's members side by side, their biases summed), read from the same
+    checkpoint the SavedModel is built from.
     """
     estimator.export_saved_model(
         serving_model_dir,
@@ -99,10 +116,7 @@ def export_model(estimator, checkpoint, serving_model_dir, tf_transform_output, 
     )
     keys = tf_transform_output.vocabulary_by_name(F.ITEM_VOCAB)
     table = item_vectors_table(
-        keys,
-        tf.train.load_variable(checkpoint, model_lib.output_kernel_name(params)),
-        tf.train.load_variable(checkpoint, F.SOFTMAX_BIAS).reshape(-1),
-        read_vocabulary_counts(tf_transform_output),
+        keys, *read_item_rows(checkpoint, params), read_vocabulary_counts(tf_transform_output)
     )
     model_uri = os.path.dirname(serving_model_dir.rstrip("/"))
     model_artifact.write_item_vectors(model_uri, table)

@@ -85,6 +85,7 @@ def build_params(
         "num_classes": num_classes,
         "vocab_size": vocab_size,
         "embedding_dim": config.embedding_dim,
+        "ensemble_size": config.ensemble_size,
         "hidden_units": list(config.hidden_units),
         "dropout": config.dropout,
         "encoder": config.encoder,
@@ -139,12 +140,16 @@ def printable(params: dict) -> dict:
 def vector_notes(params: dict) -> dict:
     """What the exported vectors are, for the run summary."""
     tied = params["tie_embeddings"]
+    members = params["ensemble_size"]
+    row = "item_embeddings row (tied input/output table)" if tied else "softmax kernel row"
+    if members == 1:
+        item, user = f"{row} with the softmax bias appended", "user_vector"
+    else:
+        item = f"the {members} members' {row}s side by side, with the sum of their biases appended"
+        user = f"the {members} members' user vectors side by side"
     return {
         "embeddings_tied": tied,
-        "item_vector": (
-            "item_embeddings row (tied input/output table) with the softmax bias appended"
-            if tied
-            else "softmax kernel row with its bias appended"
-        ),
-        "user_vector": "user_vector with a constant 1 appended",
+        "ensemble_size": members,
+        "item_vector": item,
+        "user_vector": f"{user} with a constant 1 appended",
     }

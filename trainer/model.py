@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+
 import tensorflow as tf
 
 from offline_recall.core import options
@@ -243,39 +246,40 @@ def make_optimizer(name: str, lr):
     raise ValueError(f"trainer.optimizer must be one of {options.OPTIMIZERS}, got {name!r}")
 
 
-def model_fn(features, labels, mode, params):
-    """Estimator model_fn.
+def member_scope(member: int) -> str:
+    """The variable-name prefix of ensemble member `member`: "" for the first, so a one-member
+    model keeps the names it always had (and warm-starts from older checkpoints)."""
+    return "" if member == 0 else f"member_{member}/"
 
-    Args:
-        features: {`history_idx`: SparseTensor or PAD-padded dense [batch, <=max_history] int64;
-            with user_embedding `user_idx` [batch]; with recency_feature, while training,
-            `history_age` (aligned with the history) and `label_age` [batch]}.
-        labels: [batch] int64 target item indices (None when predicting).
-        mode: a tf.estimator.ModeKeys.
-        params: what `hparams.build_params` builds: num_classes, vocab_size, embedding_dim,
-            hidden_units, dropout, encoder, encoder_options, objective, tie_embeddings, loss,
-            loss_context (a losses.LossContext), learning_rate, decay_steps, lr_decay_floor,
-            l2, user_embedding, user_embedding_dim, recency_feature, and num_users with
-            user_embedding.
 
-    Returns:
-        EstimatorSpec; predictions hold `user_vector` [batch, embedding_dim]. Training minimises
-        the chosen loss; evaluation reports the exact full-softmax loss of each history's next
-        item and the holdout metrics of `holdout_metrics` (HR at the blessing K, NDCG@10), ranked as
-        Recall ranks: catalog items only, the user's visited items (`visited_idx` when given)
-        excluded.
-    """
-    training = mode == tf.estimator.ModeKeys.TRAIN
+def item_row_names(params: dict) -> list[tuple[str, str]]:
+    """(output kernel, softmax bias) variable names of each ensemble member, in member order."""
+    return [
+        (member_scope(m) + output_kernel_name(params), member_scope(m) + F.SOFTMAX_BIAS)
+        for m in range(params["ensemble_size"])
+    ]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Member:
+    """One ensemble member's tensors."""
+
+    user_vector: tf.Tensor  # [batch, dim]
+    per_position: tf.Tensor  # [batch, L, dim]
+    item_embeddings: tf.Tensor  # [num_classes, dim]
+    kernel: tf.Tensor  # [num_classes, dim]
+    bias: tf.Tensor  # [num_classes]
+
+
+def _member(history: tf.Tensor, extras: dict, params: dict, training: bool) -> _Member:
+    """Builds one member's variables (in the current variable scope) and its encoder."""
     num_classes = params["num_classes"]
     dim = params["embedding_dim"]
-    history = encoders.dense_history(features[F.HISTORY_IDX])
-
     item_embeddings = tf.compat.v1.get_variable(
         ITEM_EMBEDDINGS,
         [num_classes, dim],
         initializer=tf.compat.v1.truncated_normal_initializer(stddev=1.0 / dim**0.5),
     )
-    extras = encoder_extras(features, history, params, mode)
     user_vector, per_position = ENCODERS[params["encoder"]](
         history,
         item_embeddings,
@@ -300,14 +304,71 @@ def model_fn(features, labels, mode, params):
         bias_rows = tf.compat.v1.get_variable(
             "bias", [num_classes, 1], initializer=tf.zeros_initializer()
         )
-        bias = tf.reshape(bias_rows, [-1])
+    return _Member(user_vector, per_position, item_embeddings, kernel, tf.reshape(bias_rows, [-1]))
+
+
+def _member_loss(member: _Member, history: tf.Tensor, labels: tf.Tensor, params: dict):
+    """One member's training loss (scalar): the chosen loss over its targets, plus its l2."""
+    if params["objective"] == options.PER_POSITION:
+        vectors, targets = per_position_targets(
+            history, labels, member.per_position, member.user_vector
+        )
+    else:
+        vectors, targets = member.user_vector, labels
+    per_row = LOSSES[params["loss"]](
+        member.kernel, member.bias, targets, vectors, params["loss_context"]
+    )
+    loss = tf.reduce_mean(per_row)
+    if params["l2"] > 0:
+        loss += params["l2"] * (
+            tf.nn.l2_loss(member.item_embeddings) + tf.nn.l2_loss(member.kernel)
+        )
+    return loss
+
+
+def model_fn(features, labels, mode, params):
+    """Estimator model_fn.
+
+    Args:
+        features: {`history_idx`: SparseTensor or PAD-padded dense [batch, <=max_history] int64;
+            with user_embedding `user_idx` [batch]; with recency_feature, while training,
+            `history_age` (aligned with the history) and `label_age` [batch]}.
+        labels: [batch] int64 target item indices (None when predicting).
+        mode: a tf.estimator.ModeKeys.
+        params: what `hparams.build_params` builds: num_classes, vocab_size, embedding_dim,
+            ensemble_size, hidden_units, dropout, encoder, encoder_options, objective,
+            tie_embeddings, loss,
+            loss_context (a losses.LossContext), learning_rate, decay_steps, lr_decay_floor,
+            l2, user_embedding, user_embedding_dim, recency_feature, and num_users with
+            user_embedding.
+
+    Returns:
+        EstimatorSpec; predictions hold `user_vector` [batch, ensemble_size * embedding_dim]
+        (the members' vectors side by side). Training minimises the sum of the members' losses;
+        evaluation scores by the sum of their logits and reports the exact full-softmax loss of each history's next
+        item and the holdout metrics of `holdout_metrics` (HR at the blessing K, NDCG@10), ranked as
+        Recall ranks: catalog items only, the user's visited items (`visited_idx` when given)
+        excluded.
+    """
+    training = mode == tf.estimator.ModeKeys.TRAIN
+    num_classes = params["num_classes"]
+    history = encoders.dense_history(features[F.HISTORY_IDX])
+    extras = encoder_extras(features, history, params, mode)
+    members = []
+    for member in range(params["ensemble_size"]):
+        scope = member_scope(member)
+        with tf.compat.v1.variable_scope(scope.rstrip("/")) if scope else contextlib.nullcontext():
+            members.append(_member(history, extras, params, training))
 
     if mode == tf.estimator.ModeKeys.PREDICT:
+        # The members' vectors side by side: with their kernels side by side (and their biases
+        # summed, see export.py) one inner product is the sum of the members' logits.
+        user_vector = tf.concat([m.user_vector for m in members], axis=1)
         return tf.estimator.EstimatorSpec(mode, predictions={F.USER_VECTOR: user_vector})
 
     labels = tf.reshape(tf.cast(labels, tf.int64), [-1])
     if mode == tf.estimator.ModeKeys.EVAL:
-        scores = losses.logits(kernel, bias, user_vector)
+        scores = tf.add_n([losses.logits(m.kernel, m.bias, m.user_vector) for m in members])
         loss = tf.reduce_mean(
             tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=scores)
         )
@@ -326,14 +387,9 @@ def model_fn(features, labels, mode, params):
             },
         )
 
-    if params["objective"] == options.PER_POSITION:
-        vectors, targets = per_position_targets(history, labels, per_position, user_vector)
-    else:
-        vectors, targets = user_vector, labels
-    per_row = LOSSES[params["loss"]](kernel, bias, targets, vectors, params["loss_context"])
-    loss = tf.reduce_mean(per_row)
-    if params["l2"] > 0:
-        loss += params["l2"] * (tf.nn.l2_loss(item_embeddings) + tf.nn.l2_loss(kernel))
+    # Each member minimises its own loss (its gradients never reach another member), so the
+    # members are trained independently, on the same batches, from different initial values.
+    loss = tf.add_n([_member_loss(m, history, labels, params) for m in members])
     optimizer = make_optimizer(params["optimizer"], learning_rate(params))
     update_ops = tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.UPDATE_OPS)
     with tf.control_dependencies(update_ops):

@@ -31,6 +31,7 @@ from offline_recall.trainer import model as model_lib
 ARCHITECTURE_KEYS = (
     "encoder",
     "encoder_options",
+    "ensemble_size",
     "embedding_dim",
     "hidden_units",
     "tie_embeddings",
@@ -38,6 +39,8 @@ ARCHITECTURE_KEYS = (
     "user_embedding_dim",
     "recency_feature",
 )
+# What a source written before an architecture key existed had.
+_SOURCE_DEFAULTS = {"ensemble_size": 1}
 # Variables that never carry over: the user table's rows are yesterday's users.
 NOT_CARRIED = (model_lib.USER_EMBEDDINGS,)
 # What the optimizer and the Estimator add beside the model's variables.
@@ -52,9 +55,12 @@ def architecture(params: dict) -> dict:
 
 def item_row_variables(params: dict) -> tuple[str, ...]:
     """The variables whose rows are items (remapped by vocabulary on warm start)."""
-    names = [model_lib.ITEM_EMBEDDINGS, F.SOFTMAX_BIAS]
-    if not params["tie_embeddings"]:
-        names.append(F.SOFTMAX_KERNEL)
+    names = []
+    for member in range(params["ensemble_size"]):
+        prefix = model_lib.member_scope(member)
+        names += [prefix + model_lib.ITEM_EMBEDDINGS, prefix + F.SOFTMAX_BIAS]
+        if not params["tie_embeddings"]:
+            names.append(prefix + F.SOFTMAX_KERNEL)
     return tuple(names)
 
 
@@ -145,10 +151,12 @@ def settings(
     folder = source_dir(model_uri)
     info = storage.read_json(os.path.join(folder, C.WARM_START_INFO_FILE))
     wanted = architecture(params)
+    # Sources written before `ensemble_size` existed are one-member models.
+    source = {**_SOURCE_DEFAULTS, **info["architecture"]}
     # JSON turns tuples into lists; compare like with like.
-    if info["architecture"] != json.loads(json.dumps(wanted)):
+    if source != json.loads(json.dumps(wanted)):
         plain = json.loads(json.dumps(wanted))
-        changed = sorted(k for k in plain if info["architecture"].get(k) != plain[k])
+        changed = sorted(k for k in plain if source.get(k) != plain[k])
         return None, {
             "used": False,
             "why_not": f"the architecture changed ({', '.join(changed)})",

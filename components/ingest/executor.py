@@ -20,11 +20,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         config = IngestConfig.from_json(exec_properties[C.CONFIG_KEY])
         input_base = exec_properties[C.INPUT_BASE_KEY]
         files, window = sources.preflight(
-            input_base,
-            config.max_spans,
-            exec_properties.get(C.RUN_DATE_KEY) or None,
-            config.window_days,
-            config.allow_missing_run_date,
+            input_base, config, exec_properties.get(C.RUN_DATE_KEY) or None
         )
         examples = artifact_utils.get_single_instance(output_dict[C.EXAMPLES_KEY])
         examples.split_names = artifact_utils.encode_split_names([F.INGEST_SPLIT])

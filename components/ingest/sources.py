@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from offline_recall.components.errors import IngestError
 from offline_recall.core import dates, storage
+from offline_recall.core.config import IngestConfig
 from offline_recall.trainer import features as F
 
 CSV, PARQUET, TFRECORD = "csv", "parquet", "tfrecord"
@@ -307,25 +308,30 @@ def preflight_file(f: InputFile) -> bool:
 
 
 def preflight(
-    input_base: str,
-    max_spans: int | None,
-    run_date: str | None = None,
-    window_days: int | None = None,
-    allow_missing_day: bool = False,
+    input_base: str, config: IngestConfig | None = None, run_date: str | None = None
 ) -> tuple[list[InputFile], Window]:
     """Fails fast, with one line naming the file, on input that cannot be ingested at all.
 
+    The CLI calls it before it builds the pipeline (exit 2 on bad input) and IngestExampleGen's
+    executor calls it again where the run really happens (an orchestrator has no CLI).
+
     Args:
         input_base: one file, a folder of files, or a folder of daily YYYY-MM-DD/ spans.
-        max_spans: with spans, read only the newest this many (None = all).
+        config: the `ingest` section (max_spans, window_days, allow_missing_run_date); None =
+            its defaults.
         run_date: the run's date, YYYY-MM-DD (None: the newest day folder, or no end).
-        window_days: the days ending at the run date the run covers (None = all history).
-        allow_missing_day: a missing or empty day folder for the run date is not an error.
 
     Returns:
         (the files to read, the window of days).
     """
-    files, window = discover(input_base, max_spans, run_date, window_days, allow_missing_day)
+    config = config or IngestConfig()
+    files, window = discover(
+        input_base,
+        config.max_spans,
+        run_date,
+        config.window_days,
+        config.allow_missing_run_date,
+    )
     has_rows = [preflight_file(f) for f in files]
     if not any(has_rows):
         raise IngestError(f"{input_base}: input has no rows")
