@@ -220,3 +220,19 @@ def make_provenance(run_id: str = "r1", run_date: str | None = None) -> dict:
         "compared_with_previous": {"compared": False, "why_not": "a test"},
         "config": {},
     }
+
+
+def make_outputs(component, root: str) -> dict:
+    """A fresh artifact per output channel of `component`, each in its own folder under `root`:
+    the output dict a launcher hands an executor's `Do`."""
+    import os
+
+    import tensorflow as tf
+
+    outputs = {}
+    for key, channel in component.outputs.items():
+        artifact = channel.type()
+        artifact.uri = os.path.join(root, component.id, key)
+        tf.io.gfile.makedirs(artifact.uri)
+        outputs[key] = [artifact]
+    return outputs

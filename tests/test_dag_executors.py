@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import tensorflow as tf
+from conftest import make_outputs
 from google.protobuf import message
 from tensorflow.python.framework import config as tf_config
 from tfx.dsl.components.base import base_beam_executor
@@ -70,12 +71,7 @@ def _run_in_process(pipeline, root: str) -> dict:
         for key, channel in component.inputs.items():
             upstream = produced[channel.producer_component_id][channel.output_key]
             inputs[key] = upstream
-        outputs = {}
-        for key, channel in component.outputs.items():
-            artifact = channel.type()
-            artifact.uri = os.path.join(root, component.id, key)
-            tf.io.gfile.makedirs(artifact.uri)
-            outputs[key] = [artifact]
+        outputs = make_outputs(component, root)
         properties = {k: _serialised(v) for k, v in component.exec_properties.items()}
         context = base_beam_executor.BaseBeamExecutor.Context(
             beam_pipeline_args=["--direct_num_workers=1"],

@@ -14,6 +14,7 @@ import os
 
 import pytest
 import tensorflow as tf
+from conftest import make_outputs
 from tfx.types import artifact_utils
 
 from offline_recall.components import common
@@ -39,20 +40,9 @@ ROWS = [
 ]
 
 
-def _outputs(component, root) -> dict:
-    """A fresh artifact per output channel, each in its own folder under `root`."""
-    outputs = {}
-    for key, channel in component.outputs.items():
-        artifact = channel.type()
-        artifact.uri = os.path.join(root, component.id, key)
-        tf.io.gfile.makedirs(artifact.uri)
-        outputs[key] = [artifact]
-    return outputs
-
-
 def _do(component, inputs: dict, root) -> dict:
     """Runs the component's executor `Do` in this process; returns its output artifacts."""
-    outputs = _outputs(component, root)
+    outputs = make_outputs(component, root)
     executor = component.executor_spec.executor_class()
     executor.Do(inputs, outputs, dict(component.exec_properties))
     return outputs
