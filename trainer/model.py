@@ -337,18 +337,17 @@ def model_fn(features, labels, mode, params):
         mode: a tf.estimator.ModeKeys.
         params: what `hparams.build_params` builds: num_classes, vocab_size, embedding_dim,
             ensemble_size, hidden_units, dropout, encoder, encoder_options, objective,
-            tie_embeddings, loss,
-            loss_context (a losses.LossContext), learning_rate, decay_steps, lr_decay_floor,
-            l2, user_embedding, user_embedding_dim, recency_feature, and num_users with
-            user_embedding.
+            tie_embeddings, loss, loss_context (a losses.LossContext), learning_rate,
+            decay_steps, lr_decay_floor, l2, user_embedding, user_embedding_dim,
+            recency_feature, and num_users with user_embedding.
 
     Returns:
         EstimatorSpec; predictions hold `user_vector` [batch, ensemble_size * embedding_dim]
-        (the members' vectors side by side). Training minimises the sum of the members' losses;
-        evaluation scores by the sum of their logits and reports the exact full-softmax loss of each history's next
-        item and the holdout metrics of `holdout_metrics` (HR at the blessing K, NDCG@10), ranked as
-        Recall ranks: catalog items only, the user's visited items (`visited_idx` when given)
-        excluded.
+        (the members' vectors side by side). Training minimises the sum of the members'
+        losses. Evaluation scores items by the sum of the members' logits and reports the exact
+        full-softmax loss of each history's next item and the holdout metrics of
+        `holdout_metrics` (HR at the blessing K, NDCG@10), ranked as Recall ranks: catalog items
+        only, the user's visited items (`visited_idx` when given) excluded.
     """
     training = mode == tf.estimator.ModeKeys.TRAIN
     num_classes = params["num_classes"]
