@@ -314,6 +314,9 @@ class TrainerConfig(Section):
     eval_max_users: int | None = 50_000
     # Stop after this many evaluations without a better holdout metric (0 = never stop early).
     early_stopping_patience: int = 2
+    # A holdout score counts as better only if it beats the best by more than this (Keras's
+    # min_delta), so a plateau's wiggles do not restart the patience.
+    early_stopping_min_delta: float = 0.0
     # The holdout metric early stopping maximises: "hr@50" (the blessing metric) or "ndcg@10".
     early_stopping_metric: EarlyStoppingMetric = "hr@50"
     # Stop after the evaluation that passes this many seconds of training (null = no limit).
@@ -384,6 +387,12 @@ class TrainerConfig(Section):
             _require(value > 0, self.key(name), "must be a number > 0", value)
         _require(0 <= self.dropout < 1, self.key("dropout"), "must be in [0, 1)", self.dropout)
         _require(self.l2 >= 0, self.key("l2"), "must be >= 0", self.l2)
+        _require(
+            0 <= self.early_stopping_min_delta < 1,
+            self.key("early_stopping_min_delta"),
+            "must be in [0, 1)",
+            self.early_stopping_min_delta,
+        )
         _require(
             0 < self.lr_decay_floor <= 1,
             self.key("lr_decay_floor"),

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from offline_recall.core import model_artifact
 from offline_recall.core.config import TrainerConfig
-from offline_recall.trainer import encoders, export, hparams, losses
+from offline_recall.trainer import encoders, export, hparams, losses, training
 from offline_recall.trainer import features as F
 from offline_recall.trainer import model as model_lib
 
@@ -477,3 +477,29 @@ def test_holdout_ranks_rank_like_recall_visited_and_oov_excluded():
     }
     assert far["ndcg_at_10"].tolist() == [0.0, 0.0]
     assert far["hit_rate_at_50"].tolist() == [1.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    ("patience", "min_delta", "best_index", "stops_after"),
+    [
+        # Amazon Beauty's fit (test target, 12-07): epoch 15 beat epoch 10 by 0.0002.
+        (2, 0.0, 2, 4),
+        (2, 0.001, 1, 3),
+        (1, 0.001, 1, 2),
+        (1, 0.0, 2, 3),
+    ],
+)
+def test_early_stopping_counts_only_gains_above_min_delta(
+    patience, min_delta, best_index, stops_after
+):
+    scores = [0.1976, 0.2082, 0.2084, 0.2057, 0.2052]
+    stopping = training.EarlyStopping(patience, min_delta)
+    best, stopped = None, None
+    for index, score in enumerate(scores):
+        is_best, stop = stopping.update(score)
+        if is_best:
+            best = index
+        if stop:
+            stopped = index
+            break
+    assert (best, stopped) == (best_index, stops_after)

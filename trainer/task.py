@@ -163,6 +163,7 @@ def run_fn(fn_args) -> None:
             config.warm_start_eval_every_epochs if warm is not None else config.eval_every_epochs
         ),
         patience=config.early_stopping_patience,
+        min_delta=config.early_stopping_min_delta,
         max_seconds=config.max_train_seconds,
         metric=EARLY_STOPPING_METRICS[config.early_stopping_metric],
         warm_start_from=warm,

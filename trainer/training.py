@@ -38,6 +38,29 @@ def make_estimator(
 
 
 @dataclasses.dataclass
+class EarlyStopping:
+    """Keras's stopping rule: a score is better only if it beats the best by more than
+    `min_delta`; stop after `patience` scores in a row that are not.
+
+    Without a `min_delta`, a 0.0001 HR@50 wiggle on a plateau restarts the patience: on Amazon
+    Beauty that trained 10 more epochs (~120 s) for a best 0.0001 above the one before.
+    """
+
+    patience: int
+    min_delta: float
+    best: float | None = None
+    stale: int = 0
+
+    def update(self, value: float) -> tuple[bool, bool]:
+        """Records a score; returns (it is the new best, training should stop)."""
+        if self.best is None or value > self.best + self.min_delta:
+            self.best, self.stale = value, 0
+            return True, False
+        self.stale += 1
+        return False, self.stale >= self.patience
+
+
+@dataclasses.dataclass
 class FitResult:
     """What the fit leaves: the estimator, the checkpoint to export, and how it got there."""
 
@@ -60,6 +83,7 @@ def fit(
     max_epochs: int,
     eval_every_epochs: int,
     patience: int,
+    min_delta: float,
     max_seconds: float | None,
     metric: str,
     warm_start_from: tf.estimator.WarmStartSettings | None = None,
@@ -67,8 +91,8 @@ def fit(
     """Trains for up to `max_epochs`, in chunks of `eval_every_epochs`, with early stopping.
 
     After each chunk it evaluates on the holdout and keeps the checkpoint with the best `metric`;
-    it stops once that has not improved for `patience` evaluations, or
-    once `max_seconds` of training have passed. Without a holdout (`eval_input` None) or with
+    it stops once that has not improved by more than `min_delta` for `patience` evaluations,
+    or once `max_seconds` of training have passed. Without a holdout (`eval_input` None) or with
     `patience` 0 it trains all epochs in one chunk.
 
     Args:
@@ -80,6 +104,7 @@ def fit(
         max_epochs: the most epochs.
         eval_every_epochs: epochs per chunk when stopping early.
         patience: evaluations without improvement before stopping (0 = never stop early).
+        min_delta: how much a holdout score must beat the best by to count as an improvement.
         max_seconds: a training time budget, checked after each evaluation.
         metric: the holdout metric to maximise, an evaluation name of
             `contracts.EARLY_STOPPING_METRICS`; every one of them is recorded in the history.
@@ -89,7 +114,8 @@ def fit(
     early_stopping = patience > 0 and eval_input is not None
     chunk_epochs = eval_every_epochs if early_stopping and eval_every_epochs > 0 else max_epochs
     started = time.time()
-    history, best, epochs_done, chunk, stale = [], None, 0, 0, 0
+    history, best, epochs_done, chunk = [], None, 0, 0
+    stopping = EarlyStopping(patience, min_delta)
     while epochs_done < max_epochs:
         epochs = min(chunk_epochs, max_epochs - epochs_done)
         # The best checkpoint must outlive `patience` newer ones.
@@ -110,11 +136,10 @@ def fit(
         }
         history.append(point)
         logging.info("trainer: %s", point)
-        if best is None or point[metric] > best[0][metric]:
-            best, stale = (point, estimator.latest_checkpoint()), 0
-        else:
-            stale += 1
-        if stale >= patience:
+        is_best, stop = stopping.update(point[metric])
+        if is_best:
+            best = (point, estimator.latest_checkpoint())
+        if stop:
             break
         if max_seconds is not None and time.time() - started > max_seconds:
             logging.info("trainer: stopping at max_train_seconds=%s", max_seconds)
