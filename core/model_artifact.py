@@ -105,12 +105,13 @@ def kept_checkpoint(model_uri: str) -> str:
     return os.path.join(model_uri, C.CHECKPOINT_DIR, C.CHECKPOINT_NAME)
 
 
-def write_train_summary(model_uri: str, summary: dict) -> None:
-    storage.write_json(os.path.join(model_uri, C.TRAIN_SUMMARY_FILE), summary)
+def write_train_summary(model_uri: str, summary: records.TrainSummary) -> None:
+    summary.write(records.TrainSummary.path_in(model_uri))
 
 
-def read_train_summary(model_uri: str) -> dict:
-    return storage.read_json(os.path.join(model_uri, C.TRAIN_SUMMARY_FILE))
+def read_train_summary(model_uri: str) -> records.TrainSummary:
+    """How the trainer trained the Model artifact's model; RecordError names a wrong field."""
+    return records.TrainSummary.read(records.TrainSummary.path_in(model_uri))
 
 
 def read_previous(model_uri: str) -> records.PreviousRelease:

@@ -154,7 +154,7 @@ def test_publish_do_publishes_a_blessed_run_from_its_artifacts(chain, tmp_path):
     and Ingest's real report."""
     import numpy as np
     import pyarrow as pa
-    from conftest import make_evaluation
+    from conftest import make_evaluation, make_train_summary
     from tfx.types import channel_utils, standard_artifacts
 
     from offline_recall.components import artifacts
@@ -188,9 +188,7 @@ def test_publish_do_publishes_a_blessed_run_from_its_artifacts(chain, tmp_path):
     tf.io.gfile.makedirs(serving)
     with tf.io.gfile.GFile(os.path.join(serving, "saved_model.pb"), "wb") as f:
         f.write(b"not a real model: Publish only copies it")
-    model_artifact.write_train_summary(
-        model[0].uri, {"warm_start": {"used": False, "why_not": "a test"}}
-    )
+    model_artifact.write_train_summary(model[0].uri, make_train_summary())
     metrics = artifact(artifacts.RecallMetrics, "metrics")
     make_evaluation().write(records.Evaluation.path_in(metrics[0].uri))
     blessing = artifact(standard_artifacts.ModelBlessing, "blessing")

@@ -32,7 +32,7 @@ from tensorflow_metadata.proto.v0 import anomalies_pb2
 
 from offline_recall.components import common
 from offline_recall.components.errors import StageError
-from offline_recall.core import dates, options
+from offline_recall.core import dates, options, records
 from offline_recall.core.config import SequencesParams
 from offline_recall.trainer import features as F
 
@@ -235,26 +235,28 @@ def summarize(
     max_history: int,
     min_events_for_holdout: int,
     objective: str,
-) -> dict:
-    """Returns the sequences stage's summary from its combined counts."""
+) -> records.SequencesSummary:
+    """Returns the sequences stage's summary from its combined counts.
+
+    `split_counts` has every split written (`F.sequence_splits`): the refit split's only when
+    it was.
+    """
     users = sum(histogram.values())
     events = sum(int(k) * v for k, v in histogram.items())
-    return {
-        "users": users,
-        "events": events,
-        "distinct_items": distinct_items,
-        "users_with_holdout": split_counts.get(F.EVAL_SPLIT, 0),
-        "train_examples": split_counts.get(F.TRAIN_SPLIT, 0),
-        "eval_examples": split_counts.get(F.EVAL_SPLIT, 0),
-        "serving_examples": split_counts.get(F.SERVING_SPLIT, 0),
-        "events_per_user_histogram": histogram,
-        "max_history": max_history,
-        "min_events_for_holdout": min_events_for_holdout,
-        "objective": objective,
-        **(
-            {"refit_examples": split_counts[F.REFIT_SPLIT]} if F.REFIT_SPLIT in split_counts else {}
-        ),
-    }
+    return records.SequencesSummary(
+        users=users,
+        events=events,
+        distinct_items=distinct_items,
+        users_with_holdout=split_counts[F.EVAL_SPLIT],
+        train_examples=split_counts[F.TRAIN_SPLIT],
+        eval_examples=split_counts[F.EVAL_SPLIT],
+        serving_examples=split_counts[F.SERVING_SPLIT],
+        events_per_user_histogram=histogram,
+        max_history=max_history,
+        min_events_for_holdout=min_events_for_holdout,
+        objective=objective,
+        refit_examples=split_counts.get(F.REFIT_SPLIT),
+    )
 
 
 @beam.ptransform_fn
@@ -330,11 +332,11 @@ def check_anomalies(anomalies_dir: str) -> None:
         )
 
 
-def summary_with_users(**counts) -> dict:
+def summary_with_users(**counts) -> records.SequencesSummary:
     """`summarize`, refusing a log with no users (nothing downstream could run)."""
     split_counts = {split: counts.pop(split) for split in list(counts) if split in F.ALL_SPLITS}
     summary = summarize(split_counts=split_counts, **counts)
-    if summary["users"] == 0:
+    if summary.users == 0:
         raise StageError("sequences: the click examples hold no users")
     return summary
 
