@@ -18,14 +18,10 @@ from offline_recall.core.records import Record
 from offline_recall.core.storage import write_json
 
 
-def split_uri(examples_uri: str, split: str) -> str:
-    """Returns the folder TFX keeps one split of an Examples artifact in."""
-    return os.path.join(examples_uri, f"Split-{split}")
-
-
-def split_pattern(examples_uri: str, split: str) -> str:
-    """Returns a glob matching every data file of one split."""
-    return os.path.join(split_uri(examples_uri, split), "*")
+def split_files(split_dir: str) -> str:
+    """A glob matching every data file of one split, given its folder (an executor gets that
+    from `artifact_utils.get_split_uri`)."""
+    return os.path.join(split_dir, "*")
 
 
 def make_output_dirs(output_dict: dict[str, list]) -> None:

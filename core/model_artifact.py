@@ -91,9 +91,15 @@ def augment_user_vectors(user_vectors: np.ndarray) -> np.ndarray:
     return np.concatenate([user_vectors.astype(np.float32), ones], axis=1)
 
 
+def serving_model_dir(model_uri: str) -> str:
+    """The Model artifact's Format-Serving folder: TFX's `path_utils.serving_model_dir`, which
+    core cannot import (it stays TFX-free); tests/test_contracts.py checks the two agree."""
+    return os.path.join(model_uri, C.SERVING_MODEL_DIR)
+
+
 def serving_model_path(model_uri: str) -> str:
     """Returns the newest SavedModel folder under the Model artifact's Format-Serving."""
-    root = os.path.join(model_uri, C.SERVING_MODEL_DIR)
+    root = serving_model_dir(model_uri)
     versions = sorted(v for v in tf.io.gfile.listdir(root) if v.rstrip("/").isdigit())
     if not versions:
         raise FileNotFoundError(f"no SavedModel under {root}")
@@ -121,7 +127,7 @@ def read_previous(model_uri: str) -> records.PreviousRelease:
 
 def has_serving_model(model_uri: str) -> bool:
     """Whether a Model artifact holds a serving SavedModel (a PreviousRelease may hold none)."""
-    root = os.path.join(model_uri, C.SERVING_MODEL_DIR)
+    root = serving_model_dir(model_uri)
     return tf.io.gfile.isdir(root) and any(
         v.rstrip("/").isdigit() for v in tf.io.gfile.listdir(root)
     )

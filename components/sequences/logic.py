@@ -311,21 +311,27 @@ def _item_of_click(user_event: tuple[bytes, Event]) -> bytes:
     return user_event[1][2]
 
 
-def check_anomalies(anomalies_dir: str) -> None:
-    """Raises StageError listing every anomaly ExampleValidator found in the click splits."""
+def check_anomalies(anomalies_dirs: dict[str, str]) -> None:
+    """Raises StageError listing every anomaly ExampleValidator found in the click splits.
+
+    Args:
+        anomalies_dirs: {split: folder} of ExampleValidator's Anomalies artifact.
+    """
     problems = []
-    for root, _, files in tf.io.gfile.walk(anomalies_dir):
-        for name in sorted(files):
-            if not name.endswith(".pb"):
-                continue
-            anomalies = anomalies_pb2.Anomalies()
-            with tf.io.gfile.GFile(os.path.join(root, name), "rb") as f:
-                anomalies.ParseFromString(f.read())
-            split = os.path.basename(root.rstrip("/")).replace("Split-", "")
-            for feature, info in anomalies.anomaly_info.items():
-                problems.append(f"{split}/{feature}: {info.short_description or info.description}")
-            if anomalies.HasField("dataset_anomaly_info"):
-                problems.append(f"{split}: {anomalies.dataset_anomaly_info.description}")
+    for split, folder in sorted(anomalies_dirs.items()):
+        for root, _, files in tf.io.gfile.walk(folder):
+            for name in sorted(files):
+                if not name.endswith(".pb"):
+                    continue
+                anomalies = anomalies_pb2.Anomalies()
+                with tf.io.gfile.GFile(os.path.join(root, name), "rb") as f:
+                    anomalies.ParseFromString(f.read())
+                for feature, info in anomalies.anomaly_info.items():
+                    problems.append(
+                        f"{split}/{feature}: {info.short_description or info.description}"
+                    )
+                if anomalies.HasField("dataset_anomaly_info"):
+                    problems.append(f"{split}: {anomalies.dataset_anomaly_info.description}")
     if problems:
         raise StageError(
             "ingest output breaks schema/schema.pbtxt (ExampleValidator): " + "; ".join(problems)
@@ -347,7 +353,7 @@ def build_sequences(
     split_dirs: dict[str, str],
     summary_path: str,
     params: SequencesParams,
-    anomalies_dir: str | None,
+    anomalies_dirs: dict[str, str] | None,
     window_first_day: str | None = None,
 ) -> None:
     """Checks the anomalies, then writes each split's examples and the stage's summary.
@@ -358,15 +364,16 @@ def build_sequences(
         split_dirs: {split: folder} for every split to write (`F.sequence_splits`).
         summary_path: where the counts go.
         params: the `sequences` section and what the trainer and validation decide.
-        anomalies_dir: ExampleValidator's output, checked when `fail_on_anomalies`.
+        anomalies_dirs: {split: folder} of ExampleValidator's output, checked when
+            `fail_on_anomalies`.
         window_first_day: YYYY-MM-DD, the first day of the training window (Ingest's run
             window); earlier events are history only. None = every event trains.
     """
     train_from = None
     if window_first_day:
         train_from = dates.day_start_micros(window_first_day)
-    if params.fail_on_anomalies and anomalies_dir:
-        check_anomalies(anomalies_dir)
+    if params.fail_on_anomalies and anomalies_dirs:
+        check_anomalies(anomalies_dirs)
     config = params.sequences
     with make_pipeline() as pipeline:
         clicks = [
