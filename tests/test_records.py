@@ -223,3 +223,21 @@ def test_a_nested_record_names_the_field_inside_it(tmp_path):
     del train["eval_loss"]
     with pytest.raises(records.RecordError, match="missing the field 'eval_loss'"):
         records.TrainSummary.from_dict(train)
+
+
+def test_the_cli_prints_a_finished_run_from_its_record():
+    import io
+
+    from offline_recall.pipeline import cli
+
+    finished = records.FinishedRun(
+        **_run().field_values(),
+        housekeeping=records.Housekeeping(0, 5, 0, 1024),
+        timings_seconds={"total": 1.0},
+    )
+    out = io.StringIO()
+    cli._print_summary(finished, out)  # noqa: SLF001 - the printing of a run, on its own
+    text = out.getvalue()
+    assert "ingest: 0 rows read" in text and "users: 3, eval users: 2" in text
+    assert "trained from scratch: a test" in text and "refit: " in text and "(1 epochs" in text
+    assert "published: /out/releases/r1 (pointer: /out/LATEST)" in text
