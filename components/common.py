@@ -14,17 +14,14 @@ import apache_beam as beam
 import tensorflow as tf
 
 from offline_recall.core.contracts import SUMMARY_FILE
-from offline_recall.core.storage import read_json, write_json
+from offline_recall.core.records import Record
+from offline_recall.core.storage import write_json
 
 
-def split_uri(examples_uri: str, split: str) -> str:
-    """Returns the folder TFX keeps one split of an Examples artifact in."""
-    return os.path.join(examples_uri, f"Split-{split}")
-
-
-def split_pattern(examples_uri: str, split: str) -> str:
-    """Returns a glob matching every data file of one split."""
-    return os.path.join(split_uri(examples_uri, split), "*")
+def split_files(split_dir: str) -> str:
+    """A glob matching every data file of one split, given its folder (an executor gets that
+    from `artifact_utils.get_split_uri`)."""
+    return os.path.join(split_dir, "*")
 
 
 def make_output_dirs(output_dict: dict[str, list]) -> None:
@@ -33,15 +30,6 @@ def make_output_dirs(output_dict: dict[str, list]) -> None:
     for artifacts in output_dict.values():
         for artifact in artifacts:
             tf.io.gfile.makedirs(artifact.uri)
-
-
-def write_summary(report_uri: str, summary: dict[str, Any]) -> None:
-    """Writes a stage's counts as `summary.json` in its StageReport artifact folder."""
-    write_json(os.path.join(report_uri, SUMMARY_FILE), summary)
-
-
-def read_summary(report_uri: str) -> dict[str, Any]:
-    return read_json(os.path.join(report_uri, SUMMARY_FILE))
 
 
 # Tests kill a run at a named point to show that no moment leaves a broken published set.
@@ -55,11 +43,16 @@ def failpoint(name: str) -> None:
 
 
 def summary_path(report_uri: str) -> str:
+    """Where a stage keeps its record (`core/records.py`) in its StageReport artifact folder."""
     return os.path.join(report_uri, SUMMARY_FILE)
 
 
 def _write_built(_, path: str, build: Callable[..., Any], **values) -> None:
-    write_json(path, build(**values))
+    built = build(**values)
+    if isinstance(built, Record):
+        built.write(path)
+    else:
+        write_json(path, built)
 
 
 @beam.ptransform_fn
@@ -72,7 +65,8 @@ def WriteJsonOnce(pbegin, path: str, build: Callable[..., Any], **side_inputs): 
     Args:
         pbegin: the pipeline.
         path: the JSON file to write.
-        build: a picklable function of the side inputs' values (module-level, not a lambda).
+        build: a picklable function of the side inputs' values (module-level, not a lambda)
+            that returns a stage record, written by its `write`, or any JSON-ready value.
         **side_inputs: `beam.pvalue.AsSingleton(...)`, `AsDict(...)` etc., by keyword.
     """
     return (

@@ -9,6 +9,9 @@ from __future__ import annotations
 import pyarrow as pa
 
 # --- Channel keys (component inputs and outputs), as TFX keeps its `*_KEY` constants. ---
+# Those a standard TFX component shares (examples, anomalies, schema, model, blessing, and the
+# custom_config and input_base parameters) are spelled as `tfx.types.standard_component_specs`
+# spells them, which this module cannot import; tests/test_contracts.py checks they agree.
 EXAMPLES_KEY = "examples"
 ANOMALIES_KEY = "anomalies"
 QUARANTINE_KEY = "quarantine"
@@ -54,7 +57,8 @@ METRICS_FILE = "metrics.json"  # RecallMetrics, and a release's copy
 BLESSED_FILE, NOT_BLESSED_FILE = "BLESSED", "NOT_BLESSED"  # inside ModelBlessing
 BLESSED_PROPERTY = "blessed"  # ModelBlessing's int custom property
 TRAIN_SUMMARY_FILE = "train_summary.json"  # inside the Model artifact
-SERVING_MODEL_DIR = "Format-Serving"  # TFX's serving SavedModel folder in a Model artifact
+# TFX's serving SavedModel folder in a Model artifact (`path_utils.serving_model_dir`).
+SERVING_MODEL_DIR = "Format-Serving"
 ITEM_VECTORS_DIR = "item_vectors"  # Model artifact and release
 ITEM_VECTORS_FILE = "item_vectors.parquet"
 CHECKPOINT_DIR = "checkpoint"  # Model artifact: the exported checkpoint, for Refit

@@ -91,9 +91,15 @@ def augment_user_vectors(user_vectors: np.ndarray) -> np.ndarray:
     return np.concatenate([user_vectors.astype(np.float32), ones], axis=1)
 
 
+def serving_model_dir(model_uri: str) -> str:
+    """The Model artifact's Format-Serving folder: TFX's `path_utils.serving_model_dir`, which
+    core cannot import (it stays TFX-free); tests/test_contracts.py checks the two agree."""
+    return os.path.join(model_uri, C.SERVING_MODEL_DIR)
+
+
 def serving_model_path(model_uri: str) -> str:
     """Returns the newest SavedModel folder under the Model artifact's Format-Serving."""
-    root = os.path.join(model_uri, C.SERVING_MODEL_DIR)
+    root = serving_model_dir(model_uri)
     versions = sorted(v for v in tf.io.gfile.listdir(root) if v.rstrip("/").isdigit())
     if not versions:
         raise FileNotFoundError(f"no SavedModel under {root}")
@@ -105,12 +111,13 @@ def kept_checkpoint(model_uri: str) -> str:
     return os.path.join(model_uri, C.CHECKPOINT_DIR, C.CHECKPOINT_NAME)
 
 
-def write_train_summary(model_uri: str, summary: dict) -> None:
-    storage.write_json(os.path.join(model_uri, C.TRAIN_SUMMARY_FILE), summary)
+def write_train_summary(model_uri: str, summary: records.TrainSummary) -> None:
+    summary.write(records.TrainSummary.path_in(model_uri))
 
 
-def read_train_summary(model_uri: str) -> dict:
-    return storage.read_json(os.path.join(model_uri, C.TRAIN_SUMMARY_FILE))
+def read_train_summary(model_uri: str) -> records.TrainSummary:
+    """How the trainer trained the Model artifact's model; RecordError names a wrong field."""
+    return records.TrainSummary.read(records.TrainSummary.path_in(model_uri))
 
 
 def read_previous(model_uri: str) -> records.PreviousRelease:
@@ -120,7 +127,7 @@ def read_previous(model_uri: str) -> records.PreviousRelease:
 
 def has_serving_model(model_uri: str) -> bool:
     """Whether a Model artifact holds a serving SavedModel (a PreviousRelease may hold none)."""
-    root = os.path.join(model_uri, C.SERVING_MODEL_DIR)
+    root = serving_model_dir(model_uri)
     return tf.io.gfile.isdir(root) and any(
         v.rstrip("/").isdigit() for v in tf.io.gfile.listdir(root)
     )

@@ -2,7 +2,8 @@
 
 A record is read strictly, like a config section a component receives: every field must be in
 the file and no other key may be, so a missing field is an error naming the file and the field,
-never a default. Metric names are built from K (`contracts.metric_key`), never spelled.
+never a default (the few optional keys files have always left out are declared, per record, in
+`ABSENT_WHEN_NONE`). Metric names are built from K (`contracts.metric_key`), never spelled.
 
     previous.json   PreviousRelease   what PreviousRelease found (Trainer, Evaluate, Compare)
     metrics.json    Evaluation        Evaluate's metrics and blessing (Compare, Publish, Report)
@@ -12,6 +13,15 @@ never a default. Metric names are built from K (`contracts.metric_key`), never s
                                       Publish, Report, the CLI)
     summary.json    CompareSummary    Compare's report (Publish's manifest, Report, the CLI)
     summary.json    PublishSummary    what Publish did (Report, the CLI)
+    summary.json    SequencesSummary  users, events and examples per split (Report, the CLI)
+    summary.json    RecallSummary     RecallEval's and RecallServing's users and list lengths
+                                      (Report, the report page)
+    train_summary.json  TrainSummary  how the trainer trained and what it exported (Refit,
+                                      Publish's manifest, Report, the CLI)
+    summary.json    RunSummary        Report's: every record above of one run; also written
+                                      as run_summary.json
+    run_summary.json    FinishedRun   RunSummary with the CLI's housekeeping and timings
+    run_summary.json    FailedRun     a failed or interrupted run: the stage and the error
 """
 
 from __future__ import annotations
@@ -74,10 +84,13 @@ class Record:
     """A frozen record read and written as a JSON object with exactly its fields.
 
     `JSON_KEYS` maps a field to its key in the file where the two differ (metric names with an
-    "@K" cannot be field names).
+    "@K" cannot be field names). `ABSENT_WHEN_NONE` names the fields a file leaves out, rather
+    than writing null, when they are None: files of earlier releases are written so, and their
+    readers test for the key. Only those fields may be missing; absent, they read as None.
     """
 
     JSON_KEYS: ClassVar[dict[str, str]] = {}
+    ABSENT_WHEN_NONE: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
     def _key(cls, name: str) -> str:
@@ -97,13 +110,24 @@ class Record:
         values = {}
         for f in fields:
             key = cls._key(f.name)
-            if key not in data:
+            if key in data:
+                values[f.name] = _convert(data[key], hints[f.name], f"{where}.{key}")
+            elif f.name in cls.ABSENT_WHEN_NONE:
+                values[f.name] = None
+            else:
                 raise RecordError(f"{where} is missing the field '{key}'")
-            values[f.name] = _convert(data[key], hints[f.name], f"{where}.{key}")
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
-        return {self._key(f.name): _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {
+            self._key(f.name): _plain(getattr(self, f.name))
+            for f in dataclasses.fields(self)
+            if not (f.name in self.ABSENT_WHEN_NONE and getattr(self, f.name) is None)
+        }
+
+    def field_values(self) -> dict[str, Any]:
+        """{field name: value}, not converted: to build a record that extends this one."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     @classmethod
     def read(cls, path: str):
@@ -322,3 +346,190 @@ class IngestSummary(Record):
     spans: tuple[int, ...]
     run_date: str | None
     window_first_day: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class IngestReport(IngestSummary):
+    """Ingest's section of run_summary.json: its summary and where the quarantined rows are."""
+
+    quarantine_path: str
+
+
+@dataclasses.dataclass(frozen=True)
+class SequencesSummary(Record):
+    """Sequences' summary.json: the users and events it grouped, the examples of each split it
+    wrote, and the settings that shaped them."""
+
+    ABSENT_WHEN_NONE: ClassVar[frozenset[str]] = frozenset({"refit_examples"})
+
+    users: int
+    events: int
+    distinct_items: int
+    users_with_holdout: int
+    train_examples: int
+    eval_examples: int
+    serving_examples: int
+    # {events per user: users}.
+    events_per_user_histogram: dict[str, int]
+    max_history: int
+    min_events_for_holdout: int
+    objective: str
+    # Written only with the refit split (`trainer.refit_on_holdout`).
+    refit_examples: int | None
+
+
+@dataclasses.dataclass(frozen=True)
+class RecallSummary(Record):
+    """A Recall stage's summary.json (RecallEval's, RecallServing's): the users it scored and how
+    many got a full or a short list."""
+
+    ABSENT_WHEN_NONE: ClassVar[frozenset[str]] = frozenset({"sampled_from_users"})
+
+    split: str
+    top_n: int
+    users: int
+    # The split's users, written only when `users` is a sample of them (`max_users`).
+    sampled_from_users: int | None
+    users_full: int
+    users_short: int
+    # {list length: users}.
+    list_length_histogram: dict[str, int]
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalPoint(Record):
+    """One holdout evaluation of the fit's early stopping; the metrics by their Estimator names
+    (`contracts.EARLY_STOPPING_METRICS`)."""
+
+    JSON_KEYS: ClassVar[dict[str, str]] = {
+        "hit_rate": C.EARLY_STOPPING_METRICS[C.BLESSING_METRIC],
+        "ndcg": C.EARLY_STOPPING_METRICS[C.EARLY_STOPPING_NDCG],
+    }
+
+    epochs: int
+    seconds: float
+    eval_loss: float
+    hit_rate: float
+    ndcg: float
+
+
+@dataclasses.dataclass(frozen=True)
+class RefitFacts(Record):
+    """What the Refit trainer did (`trainer.refit_on_holdout`)."""
+
+    warm_start: bool
+    epochs: int
+    positions_per_epoch: int
+    global_step: int
+    seconds: float
+    fit_train_seconds: float
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSummary(Record):
+    """train_summary.json in a Model artifact: how the trainer trained and what it exported.
+
+    The Refit trainer's is the fit's with `refit` set and `train_seconds` the two's sum.
+    """
+
+    ABSENT_WHEN_NONE: ClassVar[frozenset[str]] = frozenset({"refit"})
+
+    vocab_size: int
+    num_classes: int
+    global_step: int
+    epochs_trained: int
+    max_epochs: int
+    positions_per_epoch: int
+    best_epochs: int
+    train_seconds: float
+    # None without a holdout (no user had enough events).
+    eval_loss: float | None
+    eval_users: int
+    eval_history: tuple[EvalPoint, ...]
+    # A mapping, not a record: its keys depend on what happened ({used, why_not} or {used,
+    # items_carried, items_new, items_dropped, source}, `trainer/warm_start.py` and `task.py`).
+    warm_start: dict[str, Any]
+    # The model_fn's params (`hparams.printable`): a mapping, their keys follow the encoder.
+    params: dict[str, Any]
+    # What the exported vectors are (`hparams.vector_notes`).
+    embeddings_tied: bool
+    ensemble_size: int
+    item_vector: str
+    user_vector: str
+    refit: RefitFacts | None
+
+    @classmethod
+    def path_in(cls, model_uri: str) -> str:
+        return os.path.join(model_uri, C.TRAIN_SUMMARY_FILE)
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformSizes(Record):
+    """The item vocabulary's size and the softmax classes (vocabulary plus OOV buckets)."""
+
+    vocab_size: int
+    num_classes: int
+
+
+@dataclasses.dataclass(frozen=True)
+class RecallReports(Record):
+    serving: RecallSummary
+    eval: RecallSummary
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSummary(Record):
+    """Report's summary.json: every stage's record of a finished run, published or not; Report
+    writes it as OUTPUT/run_summary.json too, which the CLI then extends (FinishedRun)."""
+
+    status: str
+    run_id: str
+    finished_at: str
+    input: str
+    output: str
+    ingest: IngestReport
+    sequences: SequencesSummary
+    transform: TransformSizes
+    trainer: TrainSummary
+    recall: RecallReports
+    evaluate: Evaluation
+    compare: CompareSummary
+    publish: PublishSummary
+
+    @classmethod
+    def path_in(cls, output_dir: str) -> str:
+        return os.path.join(output_dir, C.RUN_SUMMARY_FILE)
+
+
+@dataclasses.dataclass(frozen=True)
+class Housekeeping(Record):
+    """What the CLI cleaned up after a finished run."""
+
+    artifact_folders_removed: int
+    keep_runs: int
+    stale_executions_cancelled: int
+    output_bytes: int
+
+
+@dataclasses.dataclass(frozen=True)
+class FinishedRun(RunSummary):
+    """OUTPUT/run_summary.json of a run that finished: Report's summary, then the CLI's
+    housekeeping and timings."""
+
+    housekeeping: Housekeeping
+    # {stage: seconds} for the stages that ran, and "total".
+    timings_seconds: dict[str, float]
+
+
+@dataclasses.dataclass(frozen=True)
+class FailedRun(Record):
+    """OUTPUT/run_summary.json of a run that failed or was interrupted, instead of FinishedRun."""
+
+    status: str
+    run_id: str
+    # None when the run failed before any stage started.
+    failed_stage: str | None
+    error: str
+    finished_at: str
+    # {stage: seconds} for the stages that finished.
+    timings_seconds: dict[str, float]

@@ -184,35 +184,28 @@ def _write_failure(
     timings: dict,
     status: str = C.STATUS_FAILED,
 ) -> None:
-
-    storage.write_json(
-        os.path.join(output_dir, C.RUN_SUMMARY_FILE),
-        {
-            "status": status,
-            "run_id": run_id,
-            "failed_stage": stage,
-            "error": message,
-            "finished_at": datetime.datetime.now(datetime.UTC).isoformat(),
-            "timings_seconds": timings,
-        },
-    )
+    records.FailedRun(
+        status=status,
+        run_id=run_id,
+        failed_stage=stage,
+        error=message,
+        finished_at=datetime.datetime.now(datetime.UTC).isoformat(),
+        timings_seconds=timings,
+    ).write(records.RunSummary.path_in(output_dir))
 
 
-def _print_summary(summary: dict, out) -> None:
-    """Prints a finished run's summary. Report wrote every section, so a missing one is an
-    error here, never a blank or a 0 in the output."""
-    ingest, seq = summary["ingest"], summary["sequences"]
-    evaluation = records.Evaluation.from_dict(
-        summary["evaluate"], where=f"{C.RUN_SUMMARY_FILE}: evaluate"
-    )
+def _print_summary(summary: records.FinishedRun, out) -> None:
+    """Prints a finished run's summary. Report wrote every section, read strictly, so a missing
+    one is an error here, never a blank or a 0 in the output."""
+    ingest, seq, evaluation = summary.ingest, summary.sequences, summary.evaluate
     model, popular = evaluation.model, evaluation.popularity
     out.write(
-        f"ingest: {ingest['rows_read']} rows read, {ingest['rows_valid']} valid, "
-        f"{ingest['rows_quarantined']} quarantined, "
-        f"{ingest['duplicates_dropped']} duplicates dropped\n"
+        f"ingest: {ingest.rows_read} rows read, {ingest.rows_valid} valid, "
+        f"{ingest.rows_quarantined} quarantined, "
+        f"{ingest.duplicates_dropped} duplicates dropped\n"
     )
     out.write(
-        f"users: {seq['users']}, eval users: {seq['users_with_holdout']}, "
+        f"users: {seq.users}, eval users: {seq.users_with_holdout}, "
         f"catalog: {evaluation.catalog_size} items\n"
     )
     for k in evaluation.ks:
@@ -230,7 +223,7 @@ def _print_summary(summary: dict, out) -> None:
             f"short lists {health.short_list_share:.2%}, serving OOV "
             f"{health.serving_oov_rate:.2%}\n"
         )
-    warm = summary["trainer"]["warm_start"]
+    warm = summary.trainer.warm_start
     if warm["used"]:
         source = warm["source"]
         out.write(
@@ -239,9 +232,7 @@ def _print_summary(summary: dict, out) -> None:
         )
     else:
         out.write(f"trained from scratch: {warm['why_not']}\n")
-    compared = records.CompareSummary.from_dict(
-        summary["compare"], where=f"{C.RUN_SUMMARY_FILE}: compare"
-    )
+    compared = summary.compare
     if compared.compared:
         hr = compared.metrics[C.BLESSING_METRIC]
         before = "not scored" if hr["previous"] is None else f"{hr['previous']:.4f}"
@@ -251,20 +242,18 @@ def _print_summary(summary: dict, out) -> None:
             f"changed for {compared.users_changed} of {compared.users_compared} users; "
             f"{compared.new_items} new items, {compared.new_items_recalled} recalled\n"
         )
-    if "refit" in summary["trainer"]:
-        refit = summary["trainer"]["refit"]
+    refit = summary.trainer.refit
+    if refit is not None:
         out.write(
             f"refit: the metrics above are the fit's; the vectors come from a refit on every "
-            f"event ({refit['epochs']} epochs, "
-            f"{'warm start' if refit['warm_start'] else 'from scratch'})\n"
+            f"event ({refit.epochs} epochs, "
+            f"{'warm start' if refit.warm_start else 'from scratch'})\n"
         )
-    publish = records.PublishSummary.from_dict(
-        summary["publish"], where=f"{C.RUN_SUMMARY_FILE}: publish"
-    )
+    publish = summary.publish
     if publish.published:
         out.write(
             f"published: {publish.release} "
-            f"(pointer: {os.path.join(summary['output'], C.LATEST_FILE)})\n"
+            f"(pointer: {os.path.join(summary.output, C.LATEST_FILE)})\n"
         )
         for replaced in publish.replaced:
             out.write(f"replaced the earlier release of the same date: {replaced}\n")
@@ -464,28 +453,31 @@ def _run_locked(args, beam_args, config, output_dir: str, run_id: str, lock) -> 
         )
         return 128 + e.signum
 
-    summary_path = os.path.join(output_dir, C.RUN_SUMMARY_FILE)
-    summary = storage.read_json(summary_path)
+    summary_path = records.RunSummary.path_in(output_dir)
+    report = records.RunSummary.read(summary_path)
     removed = housekeeping.prune_pipeline_root(
         paths["pipeline_root"], paths["metadata"], config.publish.keep_runs
     )
-    summary["housekeeping"] = {
-        "artifact_folders_removed": len(removed),
-        "keep_runs": config.publish.keep_runs,
-        "stale_executions_cancelled": cancelled,
-        "output_bytes": housekeeping.folder_size(output_dir),
-    }
-    summary["timings_seconds"] = {**progress.timings, "total": round(time.time() - started, 1)}
-    storage.write_json(summary_path, summary)
+    summary = records.FinishedRun(
+        **report.field_values(),
+        housekeeping=records.Housekeeping(
+            artifact_folders_removed=len(removed),
+            keep_runs=config.publish.keep_runs,
+            stale_executions_cancelled=cancelled,
+            output_bytes=housekeeping.folder_size(output_dir),
+        ),
+        timings_seconds={**progress.timings, "total": round(time.time() - started, 1)},
+    )
+    summary.write(summary_path)
     _print_summary(summary, sys.stdout)
-    if input_note and summary["status"] == C.STATUS_PUBLISHED:
+    if input_note and summary.status == C.STATUS_PUBLISHED:
         print(f"(these recalls are for {input_note}; pass --input for your own log)")
     print(
         f"done in {time.time() - started:.1f}s; output folder "
-        f"{summary['housekeeping']['output_bytes'] / 2**20:.1f} MiB; summary {summary_path}, "
+        f"{summary.housekeeping.output_bytes / 2**20:.1f} MiB; summary {summary_path}, "
         f"report {os.path.join(output_dir, C.REPORT_DIR, C.REPORT_PAGE)}"
     )
-    return EXIT_OK if summary["status"] == C.STATUS_PUBLISHED else EXIT_NOT_BLESSED
+    return EXIT_OK if summary.status == C.STATUS_PUBLISHED else EXIT_NOT_BLESSED
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tfx import v1 as tfx
 from tfx.proto import transform_pb2
+from tfx.types import standard_component_specs as specs
 
 from offline_recall.components.compare.component import Compare
 from offline_recall.components.evaluate.component import Evaluate
@@ -84,11 +85,12 @@ def create_pipeline(
     statistics = tfx.components.StatisticsGen(examples=ingest.outputs[C.EXAMPLES_KEY])
     clicks_schema = PackagedSchemaGen(schema_name=CLICKS_SCHEMA).with_id("ImportSchemaGen")
     validator = tfx.components.ExampleValidator(
-        statistics=statistics.outputs["statistics"], schema=clicks_schema.outputs[C.SCHEMA_KEY]
+        statistics=statistics.outputs[specs.STATISTICS_KEY],
+        schema=clicks_schema.outputs[C.SCHEMA_KEY],
     )
     sequences = Sequences(
         examples=ingest.outputs[C.EXAMPLES_KEY],
-        anomalies=validator.outputs["anomalies"],
+        anomalies=validator.outputs[specs.ANOMALIES_KEY],
         params=config.sequences_params(),
     )
     sequences_schema = PackagedSchemaGen(schema_name=SEQUENCES_SCHEMA).with_id("SequencesSchemaGen")
@@ -107,8 +109,8 @@ def create_pipeline(
     trainer_params = config.trainer_params().to_dict()
     trainer = tfx.components.Trainer(
         run_fn=RUN_FN,
-        examples=transform.outputs["transformed_examples"],
-        transform_graph=transform.outputs["transform_graph"],
+        examples=transform.outputs[specs.TRANSFORMED_EXAMPLES_KEY],
+        transform_graph=transform.outputs[specs.TRANSFORM_GRAPH_KEY],
         # TFX's warm-start input: trainer.warm_start starts from it when it holds a model.
         base_model=previous.outputs[C.PREVIOUS_KEY],
         train_args=tfx.proto.TrainArgs(splits=[F.TRAIN_SPLIT]),
@@ -137,8 +139,8 @@ def create_pipeline(
         # stopping and blessing), and the published model should know each user's latest event.
         refitter = tfx.components.Trainer(
             run_fn=REFIT_RUN_FN,
-            examples=transform.outputs["transformed_examples"],
-            transform_graph=transform.outputs["transform_graph"],
+            examples=transform.outputs[specs.TRANSFORMED_EXAMPLES_KEY],
+            transform_graph=transform.outputs[specs.TRANSFORM_GRAPH_KEY],
             base_model=trainer.outputs[C.MODEL_KEY],
             train_args=tfx.proto.TrainArgs(splits=[F.REFIT_SPLIT]),
             eval_args=tfx.proto.EvalArgs(splits=[F.EVAL_SPLIT]),

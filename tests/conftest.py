@@ -195,6 +195,33 @@ def evaluation():
     return make_evaluation
 
 
+def make_train_summary(refit: bool = False):
+    """A valid train_summary.json record of a fit of two evaluations (and a refit after it)."""
+    from offline_recall.core import records
+
+    point = records.EvalPoint(epochs=2, seconds=1.5, eval_loss=3.0, hit_rate=0.4, ndcg=0.2)
+    return records.TrainSummary(
+        vocab_size=10,
+        num_classes=12,
+        global_step=40,
+        epochs_trained=4,
+        max_epochs=8,
+        positions_per_epoch=100,
+        best_epochs=2,
+        train_seconds=3.25,
+        eval_loss=3.0,
+        eval_users=5,
+        eval_history=(point, records.EvalPoint(4, 3.0, 3.5, 0.35, 0.15)),
+        warm_start={"used": False, "why_not": "a test"},
+        params={"embedding_dim": 8, "loss_context": {"num_sampled": 4}},
+        embeddings_tied=False,
+        ensemble_size=1,
+        item_vector="softmax kernel row with the softmax bias appended",
+        user_vector="user_vector with a constant 1 appended",
+        refit=records.RefitFacts(True, 1, 120, 50, 0.5, 3.25) if refit else None,
+    )
+
+
 def report_summary(status: str = "published", users: int = 4) -> dict:
     """The run_summary.json sections the report page reads, for a run that compared nothing."""
     return {

@@ -132,7 +132,7 @@ def test_evaluate_scores_the_eval_recalls_and_blesses(dag):
 def test_the_refit_model_is_the_one_served_and_published(dag):
     produced, _, _ = dag
     refit = artifact_utils.get_single_uri(produced["Refit"][C.MODEL_KEY])
-    assert model_artifact.read_train_summary(refit)["refit"]
+    assert model_artifact.read_train_summary(refit).refit is not None
     assert model_artifact.has_serving_model(refit)
     served = artifact_utils.get_single_instance(produced["Compare"][C.COMPARISON_KEY])
     assert served.uri  # Compare ran on the refit model's recalls
@@ -150,7 +150,11 @@ def test_the_refit_model_is_the_one_served_and_published(dag):
 
 
 def test_the_report_is_written(dag):
-    _, output_dir, _ = dag
+    produced, output_dir, _ = dag
     assert tf.io.gfile.exists(os.path.join(output_dir, C.REPORT_DIR, C.REPORT_PAGE))
-    summary = storage.read_json(os.path.join(output_dir, C.RUN_SUMMARY_FILE))
-    assert summary["ingest"]["rows_read"] > 0
+    summary = records.RunSummary.read(records.RunSummary.path_in(output_dir))
+    assert summary.ingest.rows_read > 0
+    assert summary.sequences.refit_examples is not None and summary.trainer.refit is not None
+    # The Report artifact's record is the same run summary.
+    report = artifact_utils.get_single_uri(produced["Report"][C.REPORT_KEY])
+    assert records.RunSummary.read(common.summary_path(report)) == summary

@@ -85,7 +85,7 @@ def test_ingest_do_writes_examples_quarantine_and_counts(chain):
     examples = artifact_utils.get_single_instance(ingested[C.EXAMPLES_KEY])
     assert artifact_utils.decode_split_names(examples.split_names) == [F.INGEST_SPLIT]
     assert examples.get_string_custom_property(C.INPUT_BASE_KEY).endswith("clicks.csv")
-    clicks = _records(common.split_pattern(examples.uri, F.INGEST_SPLIT))
+    clicks = _records(common.split_files(artifact_utils.get_split_uri([examples], F.INGEST_SPLIT)))
     assert len(clicks) == len(ROWS) - 2
     report = artifact_utils.get_single_uri(ingested[C.REPORT_KEY])
     with tf.io.gfile.GFile(common.summary_path(report)) as f:
@@ -105,13 +105,17 @@ def test_sequences_do_reads_ingest_output_and_writes_every_split(chain):
     assert set(splits) == set(F.SEQUENCE_SPLITS) | {F.REFIT_SPLIT}
     serving = {
         _bytes(e, F.USER_ID)[0]: _bytes(e, F.HISTORY)
-        for e in _records(common.split_pattern(sequences.uri, F.SERVING_SPLIT))
+        for e in _records(
+            common.split_files(artifact_utils.get_split_uri([sequences], F.SERVING_SPLIT))
+        )
     }
     # Serving histories hold every valid event, oldest first; the duplicate counts once.
     assert serving == {"u1": ["a", "b", "c", "d"], "u2": ["a", "c"], "u3": ["b", "c", "d"]}
     held_out = {
         _bytes(e, F.USER_ID)[0]: _bytes(e, F.LABEL)[0]
-        for e in _records(common.split_pattern(sequences.uri, F.EVAL_SPLIT))
+        for e in _records(
+            common.split_files(artifact_utils.get_split_uri([sequences], F.EVAL_SPLIT))
+        )
     }
     # Each user with enough events is held out at their last one; u2 has too few.
     assert held_out == {"u1": "d", "u3": "d"}
@@ -154,7 +158,7 @@ def test_publish_do_publishes_a_blessed_run_from_its_artifacts(chain, tmp_path):
     and Ingest's real report."""
     import numpy as np
     import pyarrow as pa
-    from conftest import make_evaluation
+    from conftest import make_evaluation, make_train_summary
     from tfx.types import channel_utils, standard_artifacts
 
     from offline_recall.components import artifacts
@@ -188,9 +192,7 @@ def test_publish_do_publishes_a_blessed_run_from_its_artifacts(chain, tmp_path):
     tf.io.gfile.makedirs(serving)
     with tf.io.gfile.GFile(os.path.join(serving, "saved_model.pb"), "wb") as f:
         f.write(b"not a real model: Publish only copies it")
-    model_artifact.write_train_summary(
-        model[0].uri, {"warm_start": {"used": False, "why_not": "a test"}}
-    )
+    model_artifact.write_train_summary(model[0].uri, make_train_summary())
     metrics = artifact(artifacts.RecallMetrics, "metrics")
     make_evaluation().write(records.Evaluation.path_in(metrics[0].uri))
     blessing = artifact(standard_artifacts.ModelBlessing, "blessing")

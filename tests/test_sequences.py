@@ -191,3 +191,21 @@ def test_events_before_the_training_window_are_history_never_targets():
     ):
         quiet[split] += 1
     assert quiet == {"train": 0, "eval": 0, "serving": 1}
+
+
+def test_check_anomalies_names_each_split_and_feature(tmp_path):
+    import pytest
+    from tensorflow_metadata.proto.v0 import anomalies_pb2
+
+    from offline_recall.components.errors import StageError
+
+    clean, broken = tmp_path / "Split-a", tmp_path / "Split-b"
+    clean.mkdir()
+    broken.mkdir()
+    (clean / "SchemaDiff.pb").write_bytes(anomalies_pb2.Anomalies().SerializeToString())
+    found = anomalies_pb2.Anomalies()
+    found.anomaly_info["item_id"].short_description = "Out-of-range values"
+    (broken / "SchemaDiff.pb").write_bytes(found.SerializeToString())
+    logic.check_anomalies({"a": str(clean)})
+    with pytest.raises(StageError, match="clicks/item_id: Out-of-range values"):
+        logic.check_anomalies({"a": str(clean), "clicks": str(broken)})

@@ -14,7 +14,7 @@ import time
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from offline_recall.core import model_artifact
+from offline_recall.core import model_artifact, records
 from offline_recall.core.config import TrainerParams
 from offline_recall.core.contracts import EARLY_STOPPING_METRICS
 from offline_recall.trainer import export, hparams, inputs, training, warm_start
@@ -173,22 +173,23 @@ def run_fn(fn_args) -> None:
         export.keep_checkpoint(result.checkpoint, model_uri)
     model_artifact.write_train_summary(
         model_uri,
-        {
-            "vocab_size": model_params["vocab_size"],
-            "num_classes": model_params["num_classes"],
-            "global_step": int(tf.train.load_variable(result.checkpoint, "global_step")),
-            "epochs_trained": result.epochs_trained,
-            "max_epochs": max_epochs,
-            "positions_per_epoch": positions,
-            "best_epochs": result.best_epochs,
-            "train_seconds": round(result.seconds, 2),
-            "eval_loss": result.eval_loss,
-            "eval_users": holdout_users,
-            "eval_history": result.history,
-            "warm_start": warm_facts,
-            "params": hparams.printable(model_params),
+        records.TrainSummary(
+            vocab_size=model_params["vocab_size"],
+            num_classes=model_params["num_classes"],
+            global_step=int(tf.train.load_variable(result.checkpoint, "global_step")),
+            epochs_trained=result.epochs_trained,
+            max_epochs=max_epochs,
+            positions_per_epoch=positions,
+            best_epochs=result.best_epochs,
+            train_seconds=round(result.seconds, 2),
+            eval_loss=result.eval_loss,
+            eval_users=holdout_users,
+            eval_history=tuple(records.EvalPoint.from_dict(p) for p in result.history),
+            warm_start=warm_facts,
+            params=hparams.printable(model_params),
+            refit=None,
             **hparams.vector_notes(model_params),
-        },
+        ),
     )
     # The sorted copies were only for reproducible batches.
     tf.io.gfile.rmtree(setup.data_dir)
@@ -212,7 +213,7 @@ def refit_run_fn(fn_args) -> None:
         raise ValueError("refit_run_fn needs the fitted model as base_model")
     base_uri = os.path.dirname(fn_args.base_model.rstrip("/"))
     fit_summary = model_artifact.read_train_summary(base_uri)
-    epochs = hparams.refit_epochs(config, fit_summary["best_epochs"])
+    epochs = hparams.refit_epochs(config, fit_summary.best_epochs)
     train_files = setup.copy_split(fn_args.train_files, "refit", inputs.train_features(spec))
     model_params = setup.model_params
     warm_start = None
@@ -239,18 +240,18 @@ def refit_run_fn(fn_args) -> None:
     seconds = time.time() - started
     model_artifact.write_train_summary(
         model_uri,
-        {
-            **fit_summary,
-            "train_seconds": round(fit_summary["train_seconds"] + seconds, 2),
-            "refit": {
-                "warm_start": config.refit_warm_start,
-                "epochs": epochs,
-                "positions_per_epoch": inputs.count_positions(train_files, spec, config.objective),
-                "global_step": int(tf.train.load_variable(checkpoint, "global_step")),
-                "seconds": round(seconds, 2),
-                "fit_train_seconds": fit_summary["train_seconds"],
-            },
+        dataclasses.replace(
+            fit_summary,
+            train_seconds=round(fit_summary.train_seconds + seconds, 2),
+            refit=records.RefitFacts(
+                warm_start=config.refit_warm_start,
+                epochs=epochs,
+                positions_per_epoch=inputs.count_positions(train_files, spec, config.objective),
+                global_step=int(tf.train.load_variable(checkpoint, "global_step")),
+                seconds=round(seconds, 2),
+                fit_train_seconds=fit_summary.train_seconds,
+            ),
             **hparams.vector_notes(model_params),
-        },
+        ),
     )
     tf.io.gfile.rmtree(setup.data_dir)

@@ -18,13 +18,13 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     def Do(self, input_dict, output_dict, exec_properties) -> None:  # noqa: N802
         common.make_output_dirs(output_dict)
         recalls_uri = artifact_utils.get_single_uri(input_dict[C.RECALLS_KEY])
-        sequences_uri = artifact_utils.get_single_uri(input_dict[C.SEQUENCES_KEY])
+        sequences = input_dict[C.SEQUENCES_KEY]
         blessing = artifact_utils.get_single_instance(output_dict[C.BLESSING_KEY])
         metrics = logic.evaluate(
             self._make_beam_pipeline,
             os.path.join(recalls_uri, C.RECALLS_DIR, f"*{C.PARQUET_SUFFIX}"),
-            common.split_pattern(sequences_uri, F.EVAL_SPLIT),
-            common.split_pattern(sequences_uri, F.SERVING_SPLIT),
+            common.split_files(artifact_utils.get_split_uri(sequences, F.EVAL_SPLIT)),
+            common.split_files(artifact_utils.get_split_uri(sequences, F.SERVING_SPLIT)),
             artifact_utils.get_single_uri(input_dict[C.MODEL_KEY]),
             artifact_utils.get_single_uri(output_dict[C.METRICS_KEY]),
             blessing.uri,

@@ -245,18 +245,19 @@ def health_metrics(raw: dict, catalog_size: int) -> dict:
     users = raw["model"]["users"]
     counts = raw["recalled_counts"]
     oov = raw["serving_oov"]
-    return {
-        C.metric_key("gini", BLESSING_K): gini(counts, catalog_size),
-        C.metric_key("coverage", BLESSING_K): len(counts) / catalog_size if catalog_size else 0.0,
-        "short_list_share": raw["short_lists"] / users if users else 0.0,
-        "hr@50_by_popularity_decile": dict(
+    # The serving OOV counts are a sum of dicts: a count nothing added to is absent, and is 0.
+    return records.Health(
+        gini=gini(counts, catalog_size),
+        coverage=len(counts) / catalog_size if catalog_size else 0.0,
+        short_list_share=raw["short_lists"] / users if users else 0.0,
+        hit_rate_by_popularity_decile=dict(
             sorted(raw["deciles"].items(), key=lambda kv: int(kv[0]))
         ),
-        "serving_history_items": oov.get("history_items", 0),
-        "serving_oov_rate": (
+        serving_history_items=oov.get("history_items", 0),
+        serving_oov_rate=(
             oov.get("oov_items", 0) / oov["history_items"] if oov.get("history_items") else 0.0
         ),
-    }
+    ).to_dict()
 
 
 def recall_row_metrics(row: dict, ks: Sequence[int]) -> dict[str, float]:

@@ -40,7 +40,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             files,
             window,
             config,
-            common.split_uri(examples.uri, F.INGEST_SPLIT),
+            artifact_utils.get_split_uri(output_dict[C.EXAMPLES_KEY], F.INGEST_SPLIT),
             artifact_utils.get_single_uri(output_dict[C.QUARANTINE_KEY]),
             common.summary_path(artifact_utils.get_single_uri(output_dict[C.REPORT_KEY])),
         )

@@ -512,7 +512,7 @@ def summarize(
         "rows_quarantined": rows_quarantined,
         "duplicates_dropped": duplicates,
         "rows_out_of_window": rows_out_of_window,
-        "rows_before_window": sum(t.get("rows_before_window", 0) for t in file_tallies),
+        "rows_before_window": sum(t["rows_before_window"] for t in file_tallies),
         "rows_written": rows_valid - rows_out_of_window - duplicates,
         "blank_lines_skipped": blank,
         "lines_read": sum(lines.values()),

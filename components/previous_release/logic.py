@@ -57,7 +57,7 @@ def materialize(output_dir: str, run_date: str | None, model_uri: str) -> record
     else:
         storage.copy_tree(
             os.path.join(release.folder, C.RELEASE_MODEL_DIR),
-            os.path.join(model_uri, C.SERVING_MODEL_DIR, SERVING_VERSION),
+            os.path.join(model_artifact.serving_model_dir(model_uri), SERVING_VERSION),
         )
         model_artifact.write_item_vectors(model_uri, item_vectors_from_release(release.folder))
         warm = os.path.join(release.folder, C.WARM_START_DIR)

@@ -37,7 +37,7 @@ class Executor(base_executor.BaseExecutor):
                 "input": exec_properties[C.INPUT_BASE_KEY],
                 "input_note": exec_properties.get(C.INPUT_NOTE_KEY) or "",
                 **logic.span_facts(ingest),
-                "warm_start": model_artifact.read_train_summary(model_uri)["warm_start"],
+                "warm_start": model_artifact.read_train_summary(model_uri).warm_start,
                 "compared_with_previous": comparison.to_dict(),
                 "config": json.loads(exec_properties[C.RUN_CONFIG_KEY]),
             },

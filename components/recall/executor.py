@@ -17,7 +17,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         split = exec_properties[C.SPLIT_KEY]
         logic.recall(
             self._make_beam_pipeline,
-            common.split_pattern(artifact_utils.get_single_uri(input_dict[C.SEQUENCES_KEY]), split),
+            common.split_files(artifact_utils.get_split_uri(input_dict[C.SEQUENCES_KEY], split)),
             artifact_utils.get_single_uri(input_dict[C.MODEL_KEY]),
             artifact_utils.get_single_uri(output_dict[C.RECALLS_KEY]),
             common.summary_path(artifact_utils.get_single_uri(output_dict[C.REPORT_KEY])),

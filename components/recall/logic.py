@@ -26,7 +26,7 @@ import tensorflow as tf
 from offline_recall.components import common
 from offline_recall.components.recall import exact
 from offline_recall.core import contracts as C
-from offline_recall.core import model_artifact
+from offline_recall.core import model_artifact, records
 from offline_recall.core.config import RecallConfig
 from offline_recall.trainer import features as F
 
@@ -477,19 +477,18 @@ def summarize(
     users: int,
     lengths: dict[int, int],
     split_users: int | None = None,
-) -> dict:
+) -> records.RecallSummary:
     """The recall stage's summary: users, how many got a full or a short list, and (when the
     users were sampled) how many the split held."""
-    sampled = {} if split_users is None else {"sampled_from_users": split_users}
-    return {
-        "split": split,
-        "top_n": top_n,
-        "users": users,
-        **sampled,
-        "users_full": sum(v for k, v in lengths.items() if k >= top_n),
-        "users_short": sum(v for k, v in lengths.items() if k < top_n),
-        "list_length_histogram": {str(k): v for k, v in sorted(lengths.items())},
-    }
+    return records.RecallSummary(
+        split=split,
+        top_n=top_n,
+        users=users,
+        sampled_from_users=split_users,
+        users_full=sum(v for k, v in lengths.items() if k >= top_n),
+        users_short=sum(v for k, v in lengths.items() if k < top_n),
+        list_length_histogram={str(k): v for k, v in sorted(lengths.items())},
+    )
 
 
 def recall(

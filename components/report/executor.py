@@ -33,4 +33,4 @@ class Executor(base_executor.BaseExecutor):
                 comparison=uri(C.COMPARISON_KEY),
             ),
         )
-        common.write_summary(artifact_utils.get_single_uri(output_dict[C.REPORT_KEY]), summary)
+        summary.write(common.summary_path(artifact_utils.get_single_uri(output_dict[C.REPORT_KEY])))

@@ -79,50 +79,49 @@ def metrics_at_k(metrics: dict, k: int, names: tuple[str, ...]) -> dict[str, flo
     return {n: metrics[C.metric_key(n, k)] for n in names}
 
 
-def run_summary(output_dir: str, input_base: str, stages: StageOutputs) -> dict:
-    """Every stage's counts, the metrics and what Publish did, as run_summary.json holds them."""
-    ingest = records.IngestSummary.read(common.summary_path(stages.ingest_report)).to_dict()
-    ingest["quarantine_path"] = stages.quarantine
+def run_summary(output_dir: str, input_base: str, stages: StageOutputs) -> records.RunSummary:
+    """Every stage's record, the metrics and what Publish did, as run_summary.json holds them."""
+    ingest = records.IngestSummary.read(common.summary_path(stages.ingest_report))
     train = model_artifact.read_train_summary(stages.model)
     publish = records.PublishSummary.read(common.summary_path(stages.release))
-    return {
-        "status": C.STATUS_PUBLISHED if publish.published else C.STATUS_NOT_BLESSED,
-        "run_id": publish.run_id,
-        "finished_at": datetime.datetime.now(datetime.UTC).isoformat(),
-        "input": input_base,
-        "output": output_dir,
-        "ingest": ingest,
-        "sequences": common.read_summary(stages.sequences_report),
-        "transform": {"vocab_size": train["vocab_size"], "num_classes": train["num_classes"]},
-        "trainer": train,
-        "recall": {
-            "serving": common.read_summary(stages.serving_recall_report),
-            "eval": common.read_summary(stages.eval_recall_report),
-        },
-        "evaluate": records.Evaluation.read(records.Evaluation.path_in(stages.metrics)).to_dict(),
-        "compare": records.CompareSummary.read(common.summary_path(stages.comparison)).to_dict(),
-        "publish": publish.to_dict(),
-    }
+    return records.RunSummary(
+        status=C.STATUS_PUBLISHED if publish.published else C.STATUS_NOT_BLESSED,
+        run_id=publish.run_id,
+        finished_at=datetime.datetime.now(datetime.UTC).isoformat(),
+        input=input_base,
+        output=output_dir,
+        ingest=records.IngestReport(**ingest.field_values(), quarantine_path=stages.quarantine),
+        sequences=records.SequencesSummary.read(common.summary_path(stages.sequences_report)),
+        transform=records.TransformSizes(train.vocab_size, train.num_classes),
+        trainer=train,
+        recall=records.RecallReports(
+            serving=records.RecallSummary.read(common.summary_path(stages.serving_recall_report)),
+            eval=records.RecallSummary.read(common.summary_path(stages.eval_recall_report)),
+        ),
+        evaluate=records.Evaluation.read(records.Evaluation.path_in(stages.metrics)),
+        compare=records.CompareSummary.read(common.summary_path(stages.comparison)),
+        publish=publish,
+    )
 
 
-def write_run_report(output_dir: str, input_base: str, stages: StageOutputs) -> dict:
+def write_run_report(output_dir: str, input_base: str, stages: StageOutputs) -> records.RunSummary:
     """Writes OUTPUT/run_summary.json and OUTPUT/report/; returns the summary."""
     if storage.is_local(output_dir):
         output_dir = os.path.abspath(output_dir)
     summary = run_summary(output_dir, input_base, stages)
-    storage.write_json(os.path.join(output_dir, C.RUN_SUMMARY_FILE), summary)
-    metrics = summary["evaluate"]
+    summary.write(records.RunSummary.path_in(output_dir))
+    metrics = summary.evaluate
     _, item_counts = model_artifact.read_item_counts(stages.model)
     page.write_report(
         os.path.join(output_dir, C.REPORT_DIR),
-        summary,
+        summary.to_dict(),
         item_counts=item_counts,
-        history_lengths=history_lengths(summary["sequences"]["events_per_user_histogram"]),
+        history_lengths=history_lengths(summary.sequences.events_per_user_histogram),
         metrics_at_k={
-            k: metrics_at_k(metrics["model"], k, ("hr", "ndcg", "coverage")) for k in metrics["ks"]
+            k: metrics_at_k(metrics.model, k, ("hr", "ndcg", "coverage")) for k in metrics.ks
         },
         popularity_metrics_at_k={
-            k: metrics_at_k(metrics["popularity"], k, ("hr", "ndcg")) for k in metrics["ks"]
+            k: metrics_at_k(metrics.popularity, k, ("hr", "ndcg")) for k in metrics.ks
         },
         top1_scores=top1_scores(
             storage.parquet_files(os.path.join(stages.serving_recalls, C.RECALLS_DIR))

@@ -32,7 +32,7 @@ from tensorflow_metadata.proto.v0 import anomalies_pb2
 
 from offline_recall.components import common
 from offline_recall.components.errors import StageError
-from offline_recall.core import dates, options
+from offline_recall.core import dates, options, records
 from offline_recall.core.config import SequencesParams
 from offline_recall.trainer import features as F
 
@@ -235,26 +235,28 @@ def summarize(
     max_history: int,
     min_events_for_holdout: int,
     objective: str,
-) -> dict:
-    """Returns the sequences stage's summary from its combined counts."""
+) -> records.SequencesSummary:
+    """Returns the sequences stage's summary from its combined counts.
+
+    `split_counts` has every split written (`F.sequence_splits`): the refit split's only when
+    it was.
+    """
     users = sum(histogram.values())
     events = sum(int(k) * v for k, v in histogram.items())
-    return {
-        "users": users,
-        "events": events,
-        "distinct_items": distinct_items,
-        "users_with_holdout": split_counts.get(F.EVAL_SPLIT, 0),
-        "train_examples": split_counts.get(F.TRAIN_SPLIT, 0),
-        "eval_examples": split_counts.get(F.EVAL_SPLIT, 0),
-        "serving_examples": split_counts.get(F.SERVING_SPLIT, 0),
-        "events_per_user_histogram": histogram,
-        "max_history": max_history,
-        "min_events_for_holdout": min_events_for_holdout,
-        "objective": objective,
-        **(
-            {"refit_examples": split_counts[F.REFIT_SPLIT]} if F.REFIT_SPLIT in split_counts else {}
-        ),
-    }
+    return records.SequencesSummary(
+        users=users,
+        events=events,
+        distinct_items=distinct_items,
+        users_with_holdout=split_counts[F.EVAL_SPLIT],
+        train_examples=split_counts[F.TRAIN_SPLIT],
+        eval_examples=split_counts[F.EVAL_SPLIT],
+        serving_examples=split_counts[F.SERVING_SPLIT],
+        events_per_user_histogram=histogram,
+        max_history=max_history,
+        min_events_for_holdout=min_events_for_holdout,
+        objective=objective,
+        refit_examples=split_counts.get(F.REFIT_SPLIT),
+    )
 
 
 @beam.ptransform_fn
@@ -309,32 +311,38 @@ def _item_of_click(user_event: tuple[bytes, Event]) -> bytes:
     return user_event[1][2]
 
 
-def check_anomalies(anomalies_dir: str) -> None:
-    """Raises StageError listing every anomaly ExampleValidator found in the click splits."""
+def check_anomalies(anomalies_dirs: dict[str, str]) -> None:
+    """Raises StageError listing every anomaly ExampleValidator found in the click splits.
+
+    Args:
+        anomalies_dirs: {split: folder} of ExampleValidator's Anomalies artifact.
+    """
     problems = []
-    for root, _, files in tf.io.gfile.walk(anomalies_dir):
-        for name in sorted(files):
-            if not name.endswith(".pb"):
-                continue
-            anomalies = anomalies_pb2.Anomalies()
-            with tf.io.gfile.GFile(os.path.join(root, name), "rb") as f:
-                anomalies.ParseFromString(f.read())
-            split = os.path.basename(root.rstrip("/")).replace("Split-", "")
-            for feature, info in anomalies.anomaly_info.items():
-                problems.append(f"{split}/{feature}: {info.short_description or info.description}")
-            if anomalies.HasField("dataset_anomaly_info"):
-                problems.append(f"{split}: {anomalies.dataset_anomaly_info.description}")
+    for split, folder in sorted(anomalies_dirs.items()):
+        for root, _, files in tf.io.gfile.walk(folder):
+            for name in sorted(files):
+                if not name.endswith(".pb"):
+                    continue
+                anomalies = anomalies_pb2.Anomalies()
+                with tf.io.gfile.GFile(os.path.join(root, name), "rb") as f:
+                    anomalies.ParseFromString(f.read())
+                for feature, info in anomalies.anomaly_info.items():
+                    problems.append(
+                        f"{split}/{feature}: {info.short_description or info.description}"
+                    )
+                if anomalies.HasField("dataset_anomaly_info"):
+                    problems.append(f"{split}: {anomalies.dataset_anomaly_info.description}")
     if problems:
         raise StageError(
             "ingest output breaks schema/schema.pbtxt (ExampleValidator): " + "; ".join(problems)
         )
 
 
-def summary_with_users(**counts) -> dict:
+def summary_with_users(**counts) -> records.SequencesSummary:
     """`summarize`, refusing a log with no users (nothing downstream could run)."""
     split_counts = {split: counts.pop(split) for split in list(counts) if split in F.ALL_SPLITS}
     summary = summarize(split_counts=split_counts, **counts)
-    if summary["users"] == 0:
+    if summary.users == 0:
         raise StageError("sequences: the click examples hold no users")
     return summary
 
@@ -345,7 +353,7 @@ def build_sequences(
     split_dirs: dict[str, str],
     summary_path: str,
     params: SequencesParams,
-    anomalies_dir: str | None,
+    anomalies_dirs: dict[str, str] | None,
     window_first_day: str | None = None,
 ) -> None:
     """Checks the anomalies, then writes each split's examples and the stage's summary.
@@ -356,15 +364,16 @@ def build_sequences(
         split_dirs: {split: folder} for every split to write (`F.sequence_splits`).
         summary_path: where the counts go.
         params: the `sequences` section and what the trainer and validation decide.
-        anomalies_dir: ExampleValidator's output, checked when `fail_on_anomalies`.
+        anomalies_dirs: {split: folder} of ExampleValidator's output, checked when
+            `fail_on_anomalies`.
         window_first_day: YYYY-MM-DD, the first day of the training window (Ingest's run
             window); earlier events are history only. None = every event trains.
     """
     train_from = None
     if window_first_day:
         train_from = dates.day_start_micros(window_first_day)
-    if params.fail_on_anomalies and anomalies_dir:
-        check_anomalies(anomalies_dir)
+    if params.fail_on_anomalies and anomalies_dirs:
+        check_anomalies(anomalies_dirs)
     config = params.sequences
     with make_pipeline() as pipeline:
         clicks = [
