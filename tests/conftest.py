@@ -222,13 +222,29 @@ def make_train_summary(refit: bool = False):
     )
 
 
+def make_recall_summary(users: int, sampled_from_users: int | None):
+    """RecallEval's `records.RecallSummary` for `users` full lists (of `sampled_from_users`, when
+    sampled)."""
+    from offline_recall.core import records
+
+    return records.RecallSummary(
+        split="eval",
+        top_n=50,
+        users=users,
+        sampled_from_users=sampled_from_users,
+        users_full=users,
+        users_short=0,
+        list_length_histogram={"50": users},
+    )
+
+
 def report_summary(status: str = "published", users: int = 4) -> dict:
     """The run_summary.json sections the report page reads, for a run that compared nothing."""
     return {
         "status": status,
         "finished_at": "2024-01-02T00:00:00+00:00",
         "evaluate": {**make_evaluation().to_dict(), "model": {"users": users}},
-        "recall": {"eval": {"users": users, "sampled_from_users": users}},
+        "recall": {"eval": make_recall_summary(users, users).to_dict()},
         "compare": {"compared": False, "why_not": "nothing published yet"},
     }
 

@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import report_summary
+from conftest import make_recall_summary, report_summary
 
 from offline_recall.components.report import logic
 from offline_recall.components.report import page as report
@@ -106,20 +106,21 @@ def test_comparison_and_health_sections_say_what_they_show_or_why_not():
 def test_holdout_note_says_when_the_metrics_are_a_sample():
     every = {
         "evaluate": {"model": {"users": 200}},
-        "recall": {"eval": {"users": 200, "sampled_from_users": 200}},
+        "recall": {"eval": make_recall_summary(200, 200).to_dict()},
     }
     assert "every holdout user: 200" in report.holdout_note(every)
     sample = {
         "evaluate": {"model": {"users": 60}},
-        "recall": {"eval": {"users": 60, "sampled_from_users": 200}},
+        "recall": {"eval": make_recall_summary(60, 200).to_dict()},
     }
     assert "60 of 200 holdout users" in report.holdout_note(sample)
-    # A sample as large as the split is every user, whatever the setting.
-    small = {
+    # evaluate.max_users: null: RecallEval scores every user and writes no sampled_from_users.
+    unsampled = {
         "evaluate": {"model": {"users": 200}},
-        "recall": {"eval": {"users": 200, "sampled_from_users": 200}},
+        "recall": {"eval": make_recall_summary(200, None).to_dict()},
     }
-    assert "every holdout user: 200" in report.holdout_note(small)
+    assert "sampled_from_users" not in unsampled["recall"]["eval"]
+    assert "every holdout user: 200" in report.holdout_note(unsampled)
     with pytest.raises(KeyError, match="evaluate"):
         report.holdout_note({"status": "failed"})
 

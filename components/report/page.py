@@ -11,6 +11,7 @@ import matplotlib
 import tensorflow as tf
 
 from offline_recall.core import contracts as C
+from offline_recall.core import records
 from offline_recall.core.contracts import REPORT_PAGE
 from offline_recall.core.storage import is_local
 
@@ -170,8 +171,9 @@ def health_section(health: dict | None) -> str:
 def holdout_note(summary: dict) -> str:
     """How many holdout users the metrics are of, and of how many when they are a sample."""
     scored = summary["evaluate"]["model"]["users"]
-    split_users = summary["recall"]["eval"]["sampled_from_users"]
-    if scored >= split_users:
+    # RecallEval writes sampled_from_users only when it sampled (`evaluate.max_users`).
+    split_users = records.RecallSummary.from_dict(summary["recall"]["eval"]).sampled_from_users
+    if split_users is None or scored >= split_users:
         return f"<p>Scored on every holdout user: {scored}.</p>"
     return (
         f"<p>Scored on {scored} of {split_users} holdout users: a stable sample by a hash of the "
