@@ -21,8 +21,8 @@ def test_bucket_boundaries_cover_up_to_max_history():
 
 
 def test_auto_epochs_scale_with_the_training_targets():
-    assert hparams.choose_epochs(DEFAULTS, 98_000) == 33
-    assert hparams.choose_epochs(DEFAULTS, 220_000) == 15
+    assert hparams.choose_epochs(DEFAULTS, 95_000) == 25  # MovieLens-100K
+    assert hparams.choose_epochs(DEFAULTS, 220_000) == 11
     assert hparams.choose_epochs(DEFAULTS, 10) == 200
     assert hparams.choose_epochs(DEFAULTS, 10**9) == 5
     assert hparams.choose_epochs(dataclasses.replace(DEFAULTS, epochs=7), 98_000) == 7
@@ -40,7 +40,7 @@ def test_params_come_from_the_config_alone():
     assert params["dropout"] == DEFAULTS.dropout and params["encoder"] == "self_attention"
     assert params["loss_context"].num_sampled == DEFAULTS.num_sampled
     assert params["learning_rate"] == DEFAULTS.learning_rate and params["decay_steps"] == 0
-    assert params["encoder_options"] == {"num_blocks": 2, "num_heads": 1}
+    assert params["encoder_options"] == {"num_blocks": DEFAULTS.num_blocks, "num_heads": 1}
     decayed = hparams.with_lr_decay(params, dataclasses.replace(DEFAULTS, lr_decay=True), 4, 10)
     assert decayed["decay_steps"] == 40 and params["decay_steps"] == 0
     assert hparams.with_lr_decay(params, DEFAULTS, 4, 10) is params
