@@ -338,7 +338,12 @@ class TrainerConfig(Section):
     # Decay the learning rate linearly to learning_rate * lr_decay_floor over `epochs`.
     lr_decay: bool = False
     lr_decay_floor: float = 0.1
-    dropout: float = 0.3
+    # Dropout rate on embeddings, attention and feed-forward outputs (self_attention) or after
+    # each hidden layer (mean_mlp): a number in [0, 1), or "auto" = 0.3 for long histories and
+    # 0.4 for sparse logs, whose training examples hold fewer than 20 history items on average
+    # (`trainer/hparams.choose_dropout`; SASRec chose 0.2 on MovieLens-1M and 0.5 on the Amazon
+    # logs for the same reason).
+    dropout: float | Auto = options.AUTO
     l2: float = 0.0
     seed: int = 42
     # Start from the last blessed model of an earlier date (the newest release before the run
@@ -393,7 +398,12 @@ class TrainerConfig(Section):
         for name in ("sampler_distortion", "temperature", "learning_rate"):
             value = getattr(self, name)
             _require(value > 0, self.key(name), "must be a number > 0", value)
-        _require(0 <= self.dropout < 1, self.key("dropout"), "must be in [0, 1)", self.dropout)
+        _require(
+            self.dropout == options.AUTO or 0 <= self.dropout < 1,
+            self.key("dropout"),
+            'must be "auto" or a number in [0, 1)',
+            self.dropout,
+        )
         _require(self.l2 >= 0, self.key("l2"), "must be >= 0", self.l2)
         _require(
             0 <= self.early_stopping_min_delta < 1,

@@ -451,6 +451,8 @@ class TrainSummary(Record):
     warm_start: dict[str, Any]
     # The model_fn's params (`hparams.printable`): a mapping, their keys follow the encoder.
     params: dict[str, Any]
+    # How the dropout rate (in `params`) was chosen (`trainer/hparams.choose_dropout`).
+    dropout_rule: str
     # What the exported vectors are (`hparams.vector_notes`).
     embeddings_tied: bool
     ensemble_size: int

@@ -30,6 +30,7 @@ def test_sections_are_frozen():
         ({"trainer": {"encoder": "rnn"}}, "trainer.encoder"),
         ({"trainer": {"temperature": 0}}, "trainer.temperature"),
         ({"trainer": {"dropout": 1.0}}, "trainer.dropout"),
+        ({"trainer": {"dropout": "high"}}, "trainer.dropout"),
         ({"trainer": {"num_heads": 3}}, "trainer.num_heads"),
         ({"trainer": {"early_stopping_patience": -1}}, "trainer.early_stopping_patience"),
         ({"trainer": {"max_train_seconds": "soon"}}, "trainer.max_train_seconds"),

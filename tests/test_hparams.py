@@ -2,7 +2,11 @@
 
 import dataclasses
 
+import pytest
+import tensorflow as tf
+
 from offline_recall.core.config import TrainerConfig
+from offline_recall.trainer import features as F
 from offline_recall.trainer import hparams, inputs
 
 DEFAULTS = TrainerConfig()
@@ -28,6 +32,39 @@ def test_auto_epochs_scale_with_the_training_targets():
     assert hparams.choose_epochs(dataclasses.replace(DEFAULTS, epochs=7), 98_000) == 7
 
 
+@pytest.mark.parametrize(
+    "dropout, mean_history, rate",
+    [
+        ("auto", 5.9, hparams.AUTO_DROPOUT_SPARSE),  # Amazon Beauty
+        ("auto", 19.99, hparams.AUTO_DROPOUT_SPARSE),
+        ("auto", 20.0, hparams.AUTO_DROPOUT_DENSE),
+        ("auto", 38.0, hparams.AUTO_DROPOUT_DENSE),  # MovieLens-100K
+        (0.1, 5.9, 0.1),  # a number is taken as it is
+        (0.0, 38.0, 0.0),
+    ],
+)
+def test_auto_dropout_rises_on_sparse_logs(dropout, mean_history, rate):
+    chosen, why = hparams.choose_dropout(
+        dataclasses.replace(DEFAULTS, dropout=dropout), mean_history
+    )
+    assert chosen == rate
+    assert (f"{mean_history:.1f} history items" in why) == (dropout == "auto")
+
+
+def test_history_stats_count_examples_and_history_items(tmp_path):
+    path = str(tmp_path / "train.gz")
+    with tf.io.TFRecordWriter(path, options="GZIP") as writer:
+        for history in ([4, 5, 6], [], [1, 2, 3, 4, 5]):
+            feature = tf.train.Feature(int64_list=tf.train.Int64List(value=history))
+            example = tf.train.Example(features=tf.train.Features(feature={F.HISTORY_IDX: feature}))
+            writer.write(example.SerializeToString())
+    stats = inputs.history_stats([path], {F.HISTORY_IDX: tf.io.VarLenFeature(tf.int64)})
+    # The empty history still predicts one target.
+    assert (stats.examples, stats.slots) == (3, 9)
+    assert stats.positions("per_position") == 9 and stats.positions("last_position") == 3
+    assert stats.mean_history == 3.0
+
+
 def test_refit_epochs_auto_follows_the_refit_mode():
     assert hparams.refit_epochs(DEFAULTS, 25) == DEFAULTS.eval_every_epochs  # warm start
     assert hparams.refit_epochs(dataclasses.replace(DEFAULTS, refit_warm_start=False), 25) == 25
@@ -37,7 +74,8 @@ def test_refit_epochs_auto_follows_the_refit_mode():
 def test_params_come_from_the_config_alone():
     counts = [3.0, 2.0, 1.0]
     params = hparams.build_params(DEFAULTS, 2, 3, counts)
-    assert params["dropout"] == DEFAULTS.dropout and params["encoder"] == "self_attention"
+    assert "dropout" not in params and params["encoder"] == "self_attention"
+    assert hparams.with_dropout(params, 0.25)["dropout"] == 0.25
     assert params["loss_context"].num_sampled == DEFAULTS.num_sampled
     assert params["learning_rate"] == DEFAULTS.learning_rate and params["decay_steps"] == 0
     assert params["encoder_options"] == {"num_blocks": DEFAULTS.num_blocks, "num_heads": 1}

@@ -355,6 +355,7 @@ def test_exported_vectors_reproduce_the_model_logits(tmp_path, variant):
     if variant == "ensemble":
         config = dataclasses.replace(config, ensemble_size=2)
     params = hparams.build_params(config, num_classes - 1, num_classes, counts, num_users=6)
+    params = hparams.with_dropout(params, config.dropout)
     features = {"history_idx": histories}
     if variant == "mean_mlp_extras":
         features.update(

@@ -7,6 +7,7 @@ options ask for them, `user_idx`, `history_age` / `label_age`; eval examples als
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 
@@ -198,15 +199,33 @@ def count_records(patterns: list[str]) -> int:
     return sum(1 for _ in _dataset(patterns))
 
 
-def count_positions(patterns: list[str], feature_spec: dict, objective: str) -> int:
-    """Training targets per epoch: one per example, or every history slot (per_position)."""
-    if objective != options.PER_POSITION:
-        return count_records(patterns)
-    total = 0
+@dataclasses.dataclass(frozen=True)
+class HistoryStats:
+    """What one pass over training examples counts."""
+
+    examples: int
+    # History items over all examples, each counted at least once (an empty history still
+    # predicts one target).
+    slots: int
+
+    def positions(self, objective: str) -> int:
+        """Training targets per epoch: one per example, or every history slot (per_position)."""
+        return self.slots if objective == options.PER_POSITION else self.examples
+
+    @property
+    def mean_history(self) -> float:
+        """History items per training example: short on sparse logs."""
+        return self.slots / max(self.examples, 1)
+
+
+def history_stats(patterns: list[str], feature_spec: dict) -> HistoryStats:
+    """Counts the training examples of `patterns` and their history items, in one pass."""
+    examples = slots = 0
     for batch in _dataset(patterns).batch(4096):
         parsed = tf.io.parse_example(batch, {F.HISTORY_IDX: feature_spec[F.HISTORY_IDX]})
         lengths = tf.sparse.reduce_sum(
             tf.sparse.map_values(tf.ones_like, parsed[F.HISTORY_IDX]), axis=1
         )
-        total += int(tf.reduce_sum(tf.maximum(lengths, 1)))
-    return total
+        examples += int(tf.size(lengths))
+        slots += int(tf.reduce_sum(tf.maximum(lengths, 1)))
+    return HistoryStats(examples, slots)

@@ -140,8 +140,14 @@ def run_fn(fn_args) -> None:
     eval_files = setup.copy_split(
         fn_args.eval_files, "eval", inputs.eval_features(spec), config.eval_max_users
     )
-    positions = inputs.count_positions(train_files, spec, config.objective)
+    stats = inputs.history_stats(train_files, spec)
+    positions = stats.positions(config.objective)
     max_epochs = hparams.choose_epochs(config, positions)
+    dropout, dropout_rule = hparams.choose_dropout(config, stats.mean_history)
+    logging.info("trainer: dropout %s (%s)", dropout, dropout_rule)
+    setup = dataclasses.replace(
+        setup, model_params=hparams.with_dropout(setup.model_params, dropout)
+    )
     model_params = hparams.with_lr_decay(
         setup.model_params, config, max_epochs, setup.batches_per_epoch(train_files)
     )
@@ -187,6 +193,7 @@ def run_fn(fn_args) -> None:
             eval_history=tuple(records.EvalPoint.from_dict(p) for p in result.history),
             warm_start=warm_facts,
             params=hparams.printable(model_params),
+            dropout_rule=dropout_rule,
             refit=None,
             **hparams.vector_notes(model_params),
         ),
@@ -215,6 +222,10 @@ def refit_run_fn(fn_args) -> None:
     fit_summary = model_artifact.read_train_summary(base_uri)
     epochs = hparams.refit_epochs(config, fit_summary.best_epochs)
     train_files = setup.copy_split(fn_args.train_files, "refit", inputs.train_features(spec))
+    # The fit's rate, not one chosen anew: the refit's data holds one event more per user.
+    setup = dataclasses.replace(
+        setup, model_params=hparams.with_dropout(setup.model_params, fit_summary.params["dropout"])
+    )
     model_params = setup.model_params
     warm_start = None
     if config.refit_warm_start:
@@ -246,7 +257,9 @@ def refit_run_fn(fn_args) -> None:
             refit=records.RefitFacts(
                 warm_start=config.refit_warm_start,
                 epochs=epochs,
-                positions_per_epoch=inputs.count_positions(train_files, spec, config.objective),
+                positions_per_epoch=inputs.history_stats(train_files, spec).positions(
+                    config.objective
+                ),
                 global_step=int(tf.train.load_variable(checkpoint, "global_step")),
                 seconds=round(seconds, 2),
                 fit_train_seconds=fit_summary.train_seconds,
