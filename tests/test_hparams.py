@@ -5,6 +5,7 @@ import dataclasses
 import pytest
 import tensorflow as tf
 
+from offline_recall.core import options
 from offline_recall.core.config import TrainerConfig
 from offline_recall.trainer import features as F
 from offline_recall.trainer import hparams, inputs
@@ -38,7 +39,7 @@ def test_auto_epochs_scale_with_the_training_targets():
         ("auto", 5.9, hparams.AUTO_DROPOUT_SPARSE),  # Amazon Beauty
         ("auto", 19.99, hparams.AUTO_DROPOUT_SPARSE),
         ("auto", 20.0, hparams.AUTO_DROPOUT_DENSE),
-        ("auto", 38.0, hparams.AUTO_DROPOUT_DENSE),  # MovieLens-100K
+        ("auto", 40.0, hparams.AUTO_DROPOUT_DENSE),  # MovieLens-100K
         (0.1, 5.9, 0.1),  # a number is taken as it is
         (0.0, 38.0, 0.0),
     ],
@@ -61,7 +62,8 @@ def test_history_stats_count_examples_and_history_items(tmp_path):
     stats = inputs.history_stats([path], {F.HISTORY_IDX: tf.io.VarLenFeature(tf.int64)})
     # The empty history still predicts one target.
     assert (stats.examples, stats.slots) == (3, 9)
-    assert stats.positions("per_position") == 9 and stats.positions("last_position") == 3
+    assert stats.positions(options.PER_POSITION) == 9
+    assert stats.positions(options.LAST_POSITION) == 3
     assert stats.mean_history == 3.0
 
 
