@@ -504,3 +504,100 @@ def test_early_stopping_counts_only_gains_above_min_delta(
             stopped = index
             break
     assert (best, stopped) == (best_index, stops_after)
+
+
+def _write_sequences(path, rng, num_users: int, num_classes: int) -> list[str]:
+    """GZIP TFRecords of transformed examples: a history of 3-9 items and the next one."""
+    with tf.io.TFRecordWriter(str(path), options="GZIP") as writer:
+        for _ in range(num_users):
+            start = int(rng.integers(0, num_classes))
+            # Mostly "the next item id", so a model learns it within a few epochs.
+            items = [(start + step) % num_classes for step in range(int(rng.integers(4, 11)))]
+            example = tf.train.Example(
+                features=tf.train.Features(
+                    feature={
+                        F.HISTORY_IDX: tf.train.Feature(
+                            int64_list=tf.train.Int64List(value=items[:-1])
+                        ),
+                        F.LABEL_IDX: tf.train.Feature(
+                            int64_list=tf.train.Int64List(value=[items[-1]])
+                        ),
+                    }
+                )
+            )
+            writer.write(example.SerializeToString())
+    return [str(path)]
+
+
+@pytest.fixture
+def tiny_fit(tmp_path):
+    """fit's arguments on 160 training and 40 holdout sequences over 40 items."""
+    from offline_recall.trainer import inputs
+
+    rng = np.random.default_rng(3)
+    num_classes, batch = 40, 16
+    spec = {
+        F.HISTORY_IDX: tf.io.VarLenFeature(tf.int64),
+        F.LABEL_IDX: tf.io.FixedLenFeature([], tf.int64),
+    }
+    train_files = _write_sequences(tmp_path / "train.gz", rng, 160, num_classes)
+    eval_files = _write_sequences(tmp_path / "eval.gz", rng, 40, num_classes)
+    config = TrainerConfig(embedding_dim=8, num_heads=1, learning_rate=0.01, seed=5)
+    counts = np.ones(num_classes, np.float64)
+    params = hparams.with_dropout(
+        hparams.build_params(config, num_classes - 1, num_classes, counts, None), 0.1
+    )
+
+    def train_input(epochs, seed):
+        return inputs.train_input_fn(train_files, spec, batch, epochs, seed, 10)
+
+    def run(**overrides):
+        kwargs = dict(
+            seed=5,
+            max_epochs=4,
+            steps_per_epoch=160 / batch,
+            eval_every_epochs=1,
+            patience=10,
+            min_delta=0.0,
+            max_seconds=None,
+            metric="ndcg_at_10",
+        )
+        kwargs.update(overrides)
+        eval_input = inputs.eval_input_fn(eval_files, spec, num_classes)
+        return training.fit(str(tmp_path / "run"), params, train_input, eval_input, **kwargs), (
+            eval_input
+        )
+
+    return run
+
+
+def _global_step(checkpoint: str) -> int:
+    return int(tf.train.load_variable(checkpoint, "global_step"))
+
+
+def test_fit_scores_the_holdout_in_session_as_its_kept_checkpoint_scores(tiny_fit):
+    """The holdout scored inside the training session equals a fresh evaluation of the kept
+    checkpoint, and the kept one is the best scored."""
+    result, eval_input = tiny_fit()
+    assert [p["epochs"] for p in result.history] == [1, 2, 3, 4]
+    scores = [p["ndcg_at_10"] for p in result.history]
+    best = result.history[scores.index(max(scores))]
+    assert result.best_epochs == best["epochs"]
+    assert result.epochs_trained == 4
+    again = result.estimator.evaluate(eval_input, checkpoint_path=result.checkpoint)
+    for name in ("ndcg_at_10", "hit_rate_at_50"):
+        assert again[name] == pytest.approx(best[name], abs=1e-6)
+    assert float(again["loss"]) == pytest.approx(best["eval_loss"], rel=1e-5)
+    if best["epochs"] < 4:
+        # A chunk ends at the first step past its epochs' share of the batches.
+        assert _global_step(result.checkpoint) == math.ceil(best["epochs"] * 10)
+
+
+def test_fit_stops_when_the_holdout_stops_improving(tiny_fit):
+    """patience 1 and a min_delta no gain reaches: the first scoring is the best and the second
+    stops training there."""
+    result, _ = tiny_fit(patience=1, min_delta=1.0)
+    assert [p["epochs"] for p in result.history] == [1, 2]
+    assert (result.epochs_trained, result.best_epochs) == (2, 1)
+    assert _global_step(result.checkpoint) == 10
+    assert _global_step(result.estimator.latest_checkpoint()) == 20

@@ -61,6 +61,10 @@ class _Setup:
     def batches_per_epoch(self, files: list[str]) -> int:
         return -(-inputs.count_records(files) // self.config.batch_size)
 
+    def steps_per_epoch(self, files: list[str]) -> float:
+        # Batches cross epoch boundaries (the input repeats before it batches).
+        return inputs.count_records(files) / self.config.batch_size
+
     @property
     def vocabulary_file(self) -> str:
         return self.transform_output.vocabulary_file_by_name(F.ITEM_VOCAB)
@@ -165,6 +169,7 @@ def run_fn(fn_args) -> None:
         else None,
         seed=config.seed,
         max_epochs=max_epochs,
+        steps_per_epoch=setup.steps_per_epoch(train_files),
         eval_every_epochs=(
             config.warm_start_eval_every_epochs if warm is not None else config.eval_every_epochs
         ),
