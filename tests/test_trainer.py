@@ -601,3 +601,10 @@ def test_fit_stops_when_the_holdout_stops_improving(tiny_fit):
     assert (result.epochs_trained, result.best_epochs) == (2, 1)
     assert _global_step(result.checkpoint) == 10
     assert _global_step(result.estimator.latest_checkpoint()) == 20
+
+
+def test_fit_stops_at_the_first_scoring_past_max_train_seconds(tiny_fit):
+    result, _ = tiny_fit(max_seconds=0.0)
+    assert [p["epochs"] for p in result.history] == [1]
+    assert (result.epochs_trained, result.best_epochs) == (1, 1)
+    assert _global_step(result.checkpoint) == 10
