@@ -9,7 +9,8 @@ adding its name here; nothing else.
 from __future__ import annotations
 
 # History encoders: masked mean + ReLU tower (YouTube DNN), or SASRec-style self-attention.
-ENCODERS = ("self_attention", "mean_mlp")
+SELF_ATTENTION, MEAN_MLP = "self_attention", "mean_mlp"
+ENCODERS = (SELF_ATTENTION, MEAN_MLP)
 
 # Losses over the item softmax.
 LOSSES = ("full_softmax", "sampled_softmax", "nce", "in_batch")

@@ -608,3 +608,25 @@ def test_fit_stops_at_the_first_scoring_past_max_train_seconds(tiny_fit):
     assert [p["epochs"] for p in result.history] == [1]
     assert (result.epochs_trained, result.best_epochs) == (1, 1)
     assert _global_step(result.checkpoint) == 10
+
+
+@pytest.mark.parametrize("dropout_attention", [True, False])
+def test_dropout_attention_drops_attention_probabilities_only_when_asked(dropout_attention):
+    """The attention layer gets the dropout rate (SASRec's) or none; serving never drops."""
+    config = TrainerConfig(embedding_dim=8, dropout_attention=dropout_attention)
+    params = hparams.with_dropout(
+        hparams.build_params(config, 11, 12, np.ones(12, np.float64), None), 0.3
+    )
+    def attention_dropout_ops(mode):
+        with tf.Graph().as_default() as graph:
+            history = tf.constant([[1, 2, 3, PAD], [4, 5, PAD, PAD]], tf.int64)
+            labels = None if mode == tf.estimator.ModeKeys.PREDICT else tf.constant([4, 6])
+            model_lib.model_fn({F.HISTORY_IDX: history}, labels, mode, params)
+            return [
+                op.name
+                for op in graph.get_operations()
+                if "/attention/" in op.name and op.type == "RandomUniform"
+            ]
+
+    assert bool(attention_dropout_ops(tf.estimator.ModeKeys.TRAIN)) == dropout_attention
+    assert attention_dropout_ops(tf.estimator.ModeKeys.PREDICT) == []

@@ -134,8 +134,8 @@ def self_attention(
         num_blocks: attention blocks.
         num_heads: attention heads per block.
         max_positions: rows of the learned position table.
-        attention_dropout: rate on the attention probabilities (a [batch, L, L] mask per block:
-            the costliest dropout, so off by default).
+        attention_dropout: rate on the attention probabilities ([batch, heads, L, L] per block);
+            the model passes `dropout` here unless `trainer.dropout_attention` is false.
 
     Returns:
         (user_vector [batch, output_dim], per_position [batch, max_len, output_dim]); an empty

@@ -91,7 +91,7 @@ def item_counts(tf_transform_output: tft.TFTransformOutput, num_classes: int) ->
 
 def encoder_options(config: TrainerConfig) -> dict:
     """The keyword options of the chosen encoder beyond the shared ones."""
-    if config.encoder == "self_attention":
+    if config.encoder == options.SELF_ATTENTION:
         return {"num_blocks": config.num_blocks, "num_heads": config.num_heads}
     return {}
 
@@ -122,6 +122,9 @@ def build_params(
         "hidden_units": list(config.hidden_units),
         "encoder": config.encoder,
         "encoder_options": encoder_options(config),
+        # Not an encoder option: those fix variable shapes (warm start compares them), and a
+        # dropout does not.
+        "dropout_attention": config.dropout_attention,
         "objective": config.objective,
         "tie_embeddings": config.tie_embeddings,
         "loss": choose_loss(config, num_classes),

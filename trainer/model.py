@@ -280,6 +280,11 @@ def _member(history: tf.Tensor, extras: dict, params: dict, training: bool) -> _
         [num_classes, dim],
         initializer=tf.compat.v1.truncated_normal_initializer(stddev=1.0 / dim**0.5),
     )
+    encoder_kwargs = dict(params["encoder_options"])
+    if params["encoder"] == options.SELF_ATTENTION:
+        encoder_kwargs["attention_dropout"] = (
+            params["dropout"] if params["dropout_attention"] else 0.0
+        )
     user_vector, per_position = ENCODERS[params["encoder"]](
         history,
         item_embeddings,
@@ -287,7 +292,7 @@ def _member(history: tf.Tensor, extras: dict, params: dict, training: bool) -> _
         dim,
         params["dropout"],
         training,
-        **params["encoder_options"],
+        **encoder_kwargs,
         **extras,
     )
     with tf.compat.v1.variable_scope("softmax"):
