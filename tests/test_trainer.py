@@ -617,6 +617,7 @@ def test_dropout_attention_drops_attention_probabilities_only_when_asked(dropout
     params = hparams.with_dropout(
         hparams.build_params(config, 11, 12, np.ones(12, np.float64), None), 0.3
     )
+
     def attention_dropout_ops(mode):
         with tf.Graph().as_default() as graph:
             history = tf.constant([[1, 2, 3, PAD], [4, 5, PAD, PAD]], tf.int64)
