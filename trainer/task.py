@@ -58,12 +58,8 @@ class _Setup:
             patterns, os.path.join(self.data_dir, f"{name}.gz"), keep, max_records
         )
 
-    def batches_per_epoch(self, files: list[str]) -> int:
-        return -(-inputs.count_records(files) // self.config.batch_size)
-
-    def steps_per_epoch(self, files: list[str]) -> float:
-        # Batches cross epoch boundaries (the input repeats before it batches).
-        return inputs.count_records(files) / self.config.batch_size
+    def batches_per_epoch(self, examples: int) -> int:
+        return -(-examples // self.config.batch_size)
 
     @property
     def vocabulary_file(self) -> str:
@@ -153,7 +149,7 @@ def run_fn(fn_args) -> None:
         setup, model_params=hparams.with_dropout(setup.model_params, dropout)
     )
     model_params = hparams.with_lr_decay(
-        setup.model_params, config, max_epochs, setup.batches_per_epoch(train_files)
+        setup.model_params, config, max_epochs, setup.batches_per_epoch(stats.examples)
     )
     # No user may have enough events for a holdout; then there is nothing to stop on.
     holdout_users = inputs.count_records(eval_files)
@@ -169,7 +165,8 @@ def run_fn(fn_args) -> None:
         else None,
         seed=config.seed,
         max_epochs=max_epochs,
-        steps_per_epoch=setup.steps_per_epoch(train_files),
+        # Batches cross epoch boundaries (the input repeats before it batches).
+        steps_per_epoch=stats.examples / config.batch_size,
         eval_every_epochs=(
             config.warm_start_eval_every_epochs if warm is not None else config.eval_every_epochs
         ),
@@ -227,6 +224,7 @@ def refit_run_fn(fn_args) -> None:
     fit_summary = model_artifact.read_train_summary(base_uri)
     epochs = hparams.refit_epochs(config, fit_summary.best_epochs)
     train_files = setup.copy_split(fn_args.train_files, "refit", inputs.train_features(spec))
+    stats = inputs.history_stats(train_files, spec)
     # The fit's rate, not one chosen anew: the refit's data holds one event more per user.
     setup = dataclasses.replace(
         setup, model_params=hparams.with_dropout(setup.model_params, fit_summary.params["dropout"])
@@ -240,7 +238,7 @@ def refit_run_fn(fn_args) -> None:
         )
     else:
         model_params = hparams.with_lr_decay(
-            model_params, config, epochs, setup.batches_per_epoch(train_files)
+            model_params, config, epochs, setup.batches_per_epoch(stats.examples)
         )
     started = time.time()
     estimator = training.train_once(
@@ -262,9 +260,7 @@ def refit_run_fn(fn_args) -> None:
             refit=records.RefitFacts(
                 warm_start=config.refit_warm_start,
                 epochs=epochs,
-                positions_per_epoch=inputs.history_stats(train_files, spec).positions(
-                    config.objective
-                ),
+                positions_per_epoch=stats.positions(config.objective),
                 global_step=int(tf.train.load_variable(checkpoint, "global_step")),
                 seconds=round(seconds, 2),
                 fit_train_seconds=fit_summary.train_seconds,
