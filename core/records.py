@@ -419,6 +419,8 @@ class RefitFacts(Record):
 
     warm_start: bool
     epochs: int
+    # Which setting or rule chose `epochs` (see trainer/hparams.refit_epochs).
+    epochs_rule: str
     positions_per_epoch: int
     global_step: int
     seconds: float

@@ -38,6 +38,7 @@ def test_sections_are_frozen():
         ({"evaluate": {"max_users": 0}}, "evaluate.max_users"),
         ({"evaluate": {"max_users": "all"}}, "evaluate.max_users"),
         ({"trainer": {"refit_epochs": 0}}, "trainer.refit_epochs"),
+        ({"trainer": {"refit_min_steps": -1}}, "trainer.refit_min_steps"),
         ({"trainer": {"refit_on_holdout": "yes"}}, "trainer.refit_on_holdout"),
         ({"trainer": {"user_embedding": True}}, "trainer.user_embedding"),  # self_attention
         ({"trainer": {"encoder": "mean_mlp", "recency_feature": 1}}, "trainer.recency_feature"),

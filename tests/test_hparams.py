@@ -68,9 +68,22 @@ def test_history_stats_count_examples_and_history_items(tmp_path):
 
 
 def test_refit_epochs_auto_follows_the_refit_mode():
-    assert hparams.refit_epochs(DEFAULTS, 25) == DEFAULTS.eval_every_epochs  # warm start
-    assert hparams.refit_epochs(dataclasses.replace(DEFAULTS, refit_warm_start=False), 25) == 25
-    assert hparams.refit_epochs(dataclasses.replace(DEFAULTS, refit_epochs=3), 25) == 3
+    # Warm: eval_every_epochs (5) when those make refit_min_steps (350) steps ...
+    assert hparams.refit_epochs(DEFAULTS, 25, 352)[0] == 5
+    assert hparams.refit_epochs(DEFAULTS, 25, 70)[0] == 5
+    # ... more when they do not (37 batches: 350 steps take 10 epochs) ...
+    epochs, rule = hparams.refit_epochs(DEFAULTS, 25, 37)
+    assert epochs == 10 and "wants 10 epochs" in rule
+    assert hparams.refit_epochs(DEFAULTS, 25, 50)[0] == 7
+    # ... but never more than twice as many.
+    assert hparams.refit_epochs(DEFAULTS, 25, 2)[0] == 10
+    assert hparams.refit_epochs(dataclasses.replace(DEFAULTS, refit_min_steps=0), 25, 2)[0] == 5
+    from_scratch = dataclasses.replace(DEFAULTS, refit_warm_start=False)
+    assert hparams.refit_epochs(from_scratch, 25, 2)[0] == 25
+    assert hparams.refit_epochs(dataclasses.replace(DEFAULTS, refit_epochs=3), 25, 2) == (
+        3,
+        "refit_epochs",
+    )
 
 
 def test_params_come_from_the_config_alone():

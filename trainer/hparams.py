@@ -67,17 +67,32 @@ def with_dropout(params: dict, rate: float) -> dict:
     return {**params, "dropout": rate}
 
 
-def refit_epochs(config: TrainerConfig, fit_best_epochs: int) -> int:
-    """Epochs of the refit: `refit_epochs`, or "auto".
+def refit_epochs(
+    config: TrainerConfig, fit_best_epochs: int, batches_per_epoch: int
+) -> tuple[int, str]:
+    """Epochs of the refit and why: `refit_epochs`, or "auto".
 
-    Auto is `eval_every_epochs` (the granularity early stopping chose the checkpoint at) when
-    warm-starting, and the fit's best epoch count when training from scratch.
+    Auto from scratch is the fit's best epoch count. Warm-starting, it is `eval_every_epochs`
+    (the granularity early stopping chose the checkpoint at), raised to make at least
+    `refit_min_steps` optimizer steps on a log with few batches an epoch, but to no more than
+    twice that, so a tiny log does not train for hundreds of epochs.
+
+    Args:
+        config: the trainer section.
+        fit_best_epochs: epochs of the checkpoint the fit kept.
+        batches_per_epoch: the refit split's batches per epoch.
     """
     if config.refit_epochs != options.AUTO:
-        return config.refit_epochs
-    if config.refit_warm_start:
-        return max(1, config.eval_every_epochs)
-    return max(1, fit_best_epochs)
+        return config.refit_epochs, "refit_epochs"
+    if not config.refit_warm_start:
+        return max(1, fit_best_epochs), "auto: the fit's best epoch count, trained from scratch"
+    base = max(1, config.eval_every_epochs)
+    wanted = -(-config.refit_min_steps // max(1, batches_per_epoch))
+    epochs = min(2 * base, max(base, wanted))
+    return epochs, (
+        f"auto: {batches_per_epoch} batches an epoch; at least {config.refit_min_steps} steps "
+        f"wants {wanted} epochs, kept in [{base}, {2 * base}], so {epochs}"
+    )
 
 
 def item_counts(tf_transform_output: tft.TFTransformOutput, num_classes: int) -> np.ndarray:

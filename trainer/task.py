@@ -222,9 +222,12 @@ def refit_run_fn(fn_args) -> None:
         raise ValueError("refit_run_fn needs the fitted model as base_model")
     base_uri = os.path.dirname(fn_args.base_model.rstrip("/"))
     fit_summary = model_artifact.read_train_summary(base_uri)
-    epochs = hparams.refit_epochs(config, fit_summary.best_epochs)
     train_files = setup.copy_split(fn_args.train_files, "refit", inputs.train_features(spec))
     stats = inputs.history_stats(train_files, spec)
+    epochs, epochs_rule = hparams.refit_epochs(
+        config, fit_summary.best_epochs, setup.batches_per_epoch(stats.examples)
+    )
+    logging.info("refit: %d epochs (%s)", epochs, epochs_rule)
     # The fit's rate, not one chosen anew: the refit's data holds one event more per user.
     setup = dataclasses.replace(
         setup, model_params=hparams.with_dropout(setup.model_params, fit_summary.params["dropout"])
@@ -260,6 +263,7 @@ def refit_run_fn(fn_args) -> None:
             refit=records.RefitFacts(
                 warm_start=config.refit_warm_start,
                 epochs=epochs,
+                epochs_rule=epochs_rule,
                 positions_per_epoch=stats.positions(config.objective),
                 global_step=int(tf.train.load_variable(checkpoint, "global_step")),
                 seconds=round(seconds, 2),
