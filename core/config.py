@@ -456,14 +456,14 @@ class TrainerConfig(Section):
             list(self.hidden_units),
         )
         _require(
-            self.encoder != "mean_mlp" or len(self.hidden_units) >= 1,
+            self.encoder != options.MEAN_MLP or len(self.hidden_units) >= 1,
             self.key("hidden_units"),
             "must name at least one layer for mean_mlp",
             list(self.hidden_units),
         )
         for name in ("user_embedding", "recency_feature"):
             _require(
-                not getattr(self, name) or self.encoder == "mean_mlp",
+                not getattr(self, name) or self.encoder == options.MEAN_MLP,
                 self.key(name),
                 "is a mean_mlp extra; it needs trainer.encoder mean_mlp",
                 getattr(self, name),
