@@ -41,6 +41,7 @@ setup(
         "numba==0.68.0",
         "numpy==1.26.4",
         "pyarrow==10.0.1",
+        "scipy==1.12.0",
         "PyYAML",
         "matplotlib==3.9.2",
     ],

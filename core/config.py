@@ -383,6 +383,22 @@ class TrainerConfig(Section):
     # +0.0062 +- 0.0027 (3 seeds; HR@10 +0.0106 +- 0.0054, HR@100 +0.0124 +- 0.0052); Amazon
     # Beauty HR@50 +0.0063 +- 0.0017, HR@100 +0.0080 +- 0.0018, NDCG@10 +0.0005 +- 0.0007.
     dropout_attention: bool = True
+    # Blend an item-item model (EASE) into the published vectors, inner products kept
+    # (`trainer/item_item.py`): the candidate weights, in units of the model's score spread; the
+    # fit picks the best of them and 0 on the holdout's NDCG@10 (a weight only where its gain
+    # beats its standard error), the refit keeps it. Empty = never: off by default. With
+    # [0.05, 0.1, 0.2, 0.3], bench/quality.py, paired per user, 3 seeds: MovieLens-100K's
+    # validation target NDCG@10 +0.0116 +- 0.0039, but its test target -0.0049 +- 0.0053 (the
+    # holdout chose 0.2-0.3 there, where 0.05-0.1 would have served); Amazon Beauty's holdout
+    # chose 0 (the same vectors) after ~20 s of EASE.
+    item_item_weights: tuple[float, ...] = ()
+    # The rank of the EASE matrix's factorisation: the dimensions the blend adds to the vectors.
+    item_item_rank: int = 128
+    # EASE's lambda (MovieLens-100K's EASE peer picks 200 on validation; 500 scored as well).
+    item_item_l2: float = 200.0
+    # EASE inverts an items x items matrix (O(items^3) time, 3 x 4 x items^2 bytes): a larger
+    # catalog skips the blend.
+    item_item_max_items: int = 20_000
 
     def check(self) -> None:
         _positive_int(
@@ -396,7 +412,16 @@ class TrainerConfig(Section):
             "auto_epoch_positions",
             "num_blocks",
             "num_heads",
+            "item_item_rank",
+            "item_item_max_items",
         )
+        _require(
+            all(w > 0 for w in self.item_item_weights),
+            self.key("item_item_weights"),
+            "must hold numbers > 0 (the model alone, weight 0, is always a candidate)",
+            list(self.item_item_weights),
+        )
+        _require(self.item_item_l2 > 0, self.key("item_item_l2"), "must be > 0", self.item_item_l2)
         for name in ("epochs", "refit_epochs"):
             value = getattr(self, name)
             _require(

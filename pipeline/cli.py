@@ -242,6 +242,14 @@ def _print_summary(summary: records.FinishedRun, out) -> None:
             f"changed for {compared.users_changed} of {compared.users_compared} users; "
             f"{compared.new_items} new items, {compared.new_items_recalled} recalled\n"
         )
+    blend = summary.trainer.item_item
+    if blend.get("used"):
+        out.write(
+            f"item-item blend: {blend['why']}; EASE rank {blend['rank']} adds {blend['rank']} "
+            f"dimensions to the vectors\n"
+        )
+    elif "why_not" in blend or "why" in blend:
+        out.write(f"item-item blend: not used: {blend.get('why_not') or blend['why']}\n")
     refit = summary.trainer.refit
     if refit is not None:
         out.write(

@@ -215,6 +215,7 @@ def make_train_summary(refit: bool = False):
         warm_start={"used": False, "why_not": "a test"},
         params={"embedding_dim": 8, "dropout": 0.3, "loss_context": {"num_sampled": 4}},
         dropout_rule="trainer.dropout is 0.3",
+        item_item={"used": False, "why_not": "a test"},
         embeddings_tied=False,
         ensemble_size=1,
         item_vector="softmax kernel row with the softmax bias appended",

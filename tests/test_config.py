@@ -56,6 +56,9 @@ def test_sections_are_frozen():
         ({"evaluate": {"ks": [10, "50"]}}, "evaluate.ks[1]"),
         ({"evaluate": {"min_hr_at_50": 1.5}}, "evaluate.min_hr_at_50"),
         ({"evaluate": {"max_regression": -0.1}}, "evaluate.max_regression"),
+        ({"trainer": {"item_item_weights": [0.0, 0.1]}}, "trainer.item_item_weights"),
+        ({"trainer": {"item_item_l2": 0}}, "trainer.item_item_l2"),
+        ({"trainer": {"item_item_rank": 0}}, "trainer.item_item_rank"),
         ({"recall": {"batch_size": 0}}, "recall.batch_size"),
         ({"recall": {"top_n": 20}}, "recall.top_n"),  # shorter than the blessing K
         ({"evaluate": {"ks": [200]}}, "recall.top_n"),  # shorter than a K evaluated

@@ -47,6 +47,9 @@ TINY = {
         "embedding_dim": 8,
         "num_blocks": 1,
         "refit_epochs": 1,
+        # The item-item blend, off by default, on here so that its export path runs.
+        "item_item_weights": [0.1, 0.3, 1.0],
+        "item_item_rank": 16,
     },
     "recall": {"top_n": 50},
     "evaluate": {"ks": [10, 50], "min_ratio_to_popularity": 0.0},
@@ -147,6 +150,27 @@ def test_the_refit_model_is_the_one_served_and_published(dag):
         ids, vectors, _ = model_artifact.read_item_vectors(model)
         same = all(np.allclose(published[i], v) for i, v in zip(ids, vectors, strict=True))
         assert same == served, model
+
+
+def test_the_item_item_blend_reaches_the_served_vectors(dag):
+    produced, _, config = dag
+    fit = model_artifact.read_train_summary(
+        artifact_utils.get_single_uri(produced["Trainer"][C.MODEL_KEY])
+    )
+    refit_uri = artifact_utils.get_single_uri(produced["Refit"][C.MODEL_KEY])
+    refit = model_artifact.read_train_summary(refit_uri)
+    # On this log the holdout takes a weight (the run is seeded, so it always does).
+    assert fit.item_item["used"] and fit.item_item["weight"] > 0, fit.item_item
+    assert set(fit.item_item["holdout_ndcg10"]) == {"0.0", "0.1", "0.3", "1.0"}
+    assert refit.item_item["used"] and refit.item_item["weight"] == fit.item_item["weight"]
+    width = config.trainer.ensemble_size * config.trainer.embedding_dim + 16 + 1
+    _, vectors, _ = model_artifact.read_item_vectors(refit_uri)
+    assert vectors.shape[1] == width
+    release = storage.read_latest(dag[1])["release"]
+    users = pq.read_table(
+        storage.parquet_files(os.path.join(release, C.USER_VECTORS_DIR)), columns=[C.VECTOR_COLUMN]
+    ).column(C.VECTOR_COLUMN)
+    assert {len(v) for v in users.to_pylist()} == {width}
 
 
 def test_the_report_is_written(dag):

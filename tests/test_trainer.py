@@ -321,10 +321,13 @@ def test_history_mask_marks_history_items():
     assert got.tolist() == [[True, False, True, False], [False] * 4]
 
 
-@pytest.mark.parametrize("variant", ["untied", "tied", "mean_mlp_extras", "ensemble"])
+@pytest.mark.parametrize(
+    "variant", ["untied", "tied", "mean_mlp_extras", "ensemble", "ensemble_item_item"]
+)
 def test_exported_vectors_reproduce_the_model_logits(tmp_path, variant):
     """user_vector from the SavedModel . exported item vector == the model's own logit (the
-    sum of the members' logits for an ensemble)."""
+    sum of the members' logits for an ensemble), plus the item-item blend's score
+    scale * x_u P Q^T (x_u the history's distinct items) when the params carry it."""
     rng = np.random.default_rng(0)
     num_classes, dim = 12, 8
     histories = rng.integers(0, num_classes, size=(32, 5))
@@ -352,10 +355,18 @@ def test_exported_vectors_reproduce_the_model_logits(tmp_path, variant):
             user_embedding_dim=4,
             recency_feature=True,
         )
-    if variant == "ensemble":
+    if variant.startswith("ensemble"):
         config = dataclasses.replace(config, ensemble_size=2)
     params = hparams.build_params(config, num_classes - 1, num_classes, counts, num_users=6)
     params = hparams.with_dropout(params, config.dropout)
+    # A repeated history item, which the blend counts once.
+    histories[1, :3] = [4, 7, 4]
+    user_rows = rng.normal(size=(num_classes, 3)).astype(np.float32)
+    item_rows = rng.normal(size=(num_classes, 3)).astype(np.float32)
+    expected_blend = np.zeros((len(histories), num_classes), np.float32)
+    for n, history in enumerate(histories):
+        distinct = sorted({int(h) for h in history if h != PAD})
+        expected_blend[n] = user_rows[distinct].sum(axis=0) @ item_rows.T
     features = {"history_idx": histories}
     if variant == "mean_mlp_extras":
         features.update(
@@ -377,6 +388,14 @@ def test_exported_vectors_reproduce_the_model_logits(tmp_path, variant):
         config=tf.estimator.RunConfig(model_dir=str(tmp_path / "run"), tf_random_seed=1),
     )
     estimator.train(train_input)
+    if variant == "ensemble_item_item":
+        trained_params = params
+        params = {
+            **params,
+            model_lib.ITEM_ITEM_USER_ROWS: user_rows,
+            model_lib.ITEM_ITEM_ITEM_ROWS: item_rows,
+        }
+        estimator = training.with_params(estimator, params)
 
     def receiver():
         inputs = {
@@ -392,7 +411,8 @@ def test_exported_vectors_reproduce_the_model_logits(tmp_path, variant):
 
     checkpoint = estimator.latest_checkpoint()
     kernel, bias = export.read_item_rows(checkpoint, params)
-    assert kernel.shape == (num_classes, config.ensemble_size * dim)
+    blend_dim = 3 if variant == "ensemble_item_item" else 0
+    assert kernel.shape == (num_classes, config.ensemble_size * dim + blend_dim)
     table = export.item_vectors_table(
         [F.encode_id(f"i{n}".encode()) for n in range(num_classes)], kernel, bias, {}
     )
@@ -423,6 +443,11 @@ def test_exported_vectors_reproduce_the_model_logits(tmp_path, variant):
         with tf.compat.v1.Session() as sess:
             tf.compat.v1.train.Saver().restore(sess, checkpoint)
             model_logits = sess.run(logits)
+    if variant == "ensemble_item_item":
+        model_logits = model_logits + expected_blend
+        notes = hparams.vector_notes(params)
+        assert "3-d item row" in notes["item_vector"]
+        assert "item-item" not in str(hparams.vector_notes(trained_params))
     np.testing.assert_allclose(published, model_logits, rtol=1e-4, atol=1e-4)
     assert os.path.isdir(exported)
 

@@ -93,11 +93,18 @@ def read_item_rows(checkpoint: str, params: dict) -> tuple[np.ndarray, np.ndarra
     against the members' user vectors side by side (what the model predicts) that is the sum of
     the members' logits, which is what training evaluated.
 
+    With the item-item blend its item rows Q [num_classes, r] follow.
+
     Returns:
-        (kernel [num_classes, ensemble_size * dim], bias [num_classes]).
+        (kernel [num_classes, ensemble_size * dim (+ r)], bias [num_classes]).
     """
     names = model_lib.item_row_names(params)
-    kernel = np.concatenate([tf.train.load_variable(checkpoint, k) for k, _ in names], axis=1)
+    kernels = [tf.train.load_variable(checkpoint, k) for k, _ in names]
+    if params.get(model_lib.ITEM_ITEM_ITEM_ROWS) is not None:
+        # The item-item blend's Q after the members' rows, as its part follows theirs in the
+        # user vector.
+        kernels.append(params[model_lib.ITEM_ITEM_ITEM_ROWS])
+    kernel = np.concatenate(kernels, axis=1)
     bias = np.sum([tf.train.load_variable(checkpoint, b).reshape(-1) for _, b in names], axis=0)
     return kernel, bias
 

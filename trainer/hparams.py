@@ -15,6 +15,7 @@ from offline_recall.core import options
 from offline_recall.core.config import TrainerConfig
 from offline_recall.trainer import export, losses
 from offline_recall.trainer import features as F
+from offline_recall.trainer import model as model_lib
 
 # Auto epochs stay in this range, whatever the data size.
 MIN_AUTO_EPOCHS, MAX_AUTO_EPOCHS = 5, 200
@@ -177,7 +178,8 @@ def with_lr_decay(params: dict, config: TrainerConfig, epochs: int, batches: int
 
 def printable(params: dict) -> dict:
     """The params as JSON-ready values (the loss context without its arrays)."""
-    out = {k: v for k, v in params.items() if k != "loss_context"}
+    arrays = ("loss_context", model_lib.ITEM_ITEM_USER_ROWS, model_lib.ITEM_ITEM_ITEM_ROWS)
+    out = {k: v for k, v in params.items() if k not in arrays}
     ctx = params["loss_context"]
     out["loss_context"] = {
         f.name: getattr(ctx, f.name)
@@ -192,11 +194,20 @@ def vector_notes(params: dict) -> dict:
     tied = params["tie_embeddings"]
     members = params["ensemble_size"]
     row = "item_embeddings row (tied input/output table)" if tied else "softmax kernel row"
+    blend = params.get(model_lib.ITEM_ITEM_ITEM_ROWS)
+    rank = None if blend is None else blend.shape[1]
+    extra = "" if rank is None else f", then the item-item model's {rank}-d item row,"
     if members == 1:
-        item, user = f"{row} with the softmax bias appended", "user_vector"
+        item = f"{row}{extra} with the softmax bias appended"
+        user = "user_vector"
     else:
-        item = f"the {members} members' {row}s side by side, with the sum of their biases appended"
+        item = (
+            f"the {members} members' {row}s side by side{extra} with the sum of their biases "
+            "appended"
+        )
         user = f"the {members} members' user vectors side by side"
+    if rank is not None:
+        user += f", then the item-item model's {rank}-d history sum (scaled),"
     return {
         "embeddings_tied": tied,
         "ensemble_size": members,

@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import os
 
+import numpy as np
 import tensorflow as tf
 
 from offline_recall.core import options
@@ -229,3 +230,47 @@ def history_stats(patterns: list[str], feature_spec: dict) -> HistoryStats:
         examples += int(tf.size(lengths))
         slots += int(tf.reduce_sum(tf.maximum(lengths, 1)))
     return HistoryStats(examples, slots)
+
+
+def read_holdout(patterns: list[str], feature_spec: dict) -> tuple[np.ndarray, np.ndarray, list]:
+    """The holdout examples of `patterns`, in file order, as numpy.
+
+    Returns:
+        (histories [users, max_len] int64 padded with PAD, labels [users] int64, visited: one
+        int64 array of item indices per user).
+    """
+    spec = {k: feature_spec[k] for k in (F.HISTORY_IDX, F.LABEL_IDX, F.VISITED_IDX)}
+    histories, labels, visited = [], [], []
+    for batch in _dataset(patterns).batch(4096):
+        parsed = tf.io.parse_example(batch, spec)
+        histories.extend(tf.sparse.to_dense(parsed[F.HISTORY_IDX], encoders.PAD).numpy())
+        labels.append(tf.reshape(parsed[F.LABEL_IDX], [-1]).numpy())
+        visited.extend(_rows(parsed[F.VISITED_IDX]))
+    width = max((len(h) for h in histories), default=0)
+    dense = np.full((len(histories), width), encoders.PAD, np.int64)
+    for n, history in enumerate(histories):
+        dense[n, : len(history)] = history
+    label_array = np.concatenate(labels) if labels else np.zeros(0, np.int64)
+    return dense, label_array, visited
+
+
+def item_sets(patterns: list[str], feature_spec: dict, with_label: bool) -> list[np.ndarray]:
+    """Each holdout user's training items (`visited_idx`), with the held-out item too when
+    `with_label`: the rows the item-item model learns from."""
+    spec = {k: feature_spec[k] for k in (F.LABEL_IDX, F.VISITED_IDX)}
+    rows = []
+    for batch in _dataset(patterns).batch(4096):
+        parsed = tf.io.parse_example(batch, spec)
+        labels = tf.reshape(parsed[F.LABEL_IDX], [-1]).numpy()
+        for row, label in zip(_rows(parsed[F.VISITED_IDX]), labels, strict=True):
+            rows.append(np.append(row, label) if with_label else row)
+    return rows
+
+
+def _rows(values: tf.SparseTensor) -> list[np.ndarray]:
+    """The rows of a [batch, n] SparseTensor as int64 arrays (empty rows included)."""
+    indices = values.indices.numpy()
+    data = values.values.numpy()
+    batch = int(values.dense_shape[0])
+    bounds = np.searchsorted(indices[:, 0], np.arange(batch + 1))
+    return [data[bounds[r] : bounds[r + 1]] for r in range(batch)]

@@ -20,6 +20,10 @@ from offline_recall.trainer import features as F
 
 ITEM_EMBEDDINGS = "item_embeddings"
 USER_EMBEDDINGS = "user_embeddings"
+# Params holding the item-item blend's factors (`trainer/item_item.py`), absent without it:
+# [num_classes, r] float32 arrays, the user side with the blend's scale folded in.
+ITEM_ITEM_USER_ROWS = "item_item_user_rows"
+ITEM_ITEM_ITEM_ROWS = "item_item_item_rows"
 # The rank of a held-out item Recall could never return: beyond every cut-off.
 NOT_RANKED = 2**62
 
@@ -331,6 +335,29 @@ def _member_loss(member: _Member, history: tf.Tensor, labels: tf.Tensor, params:
     return loss
 
 
+def item_item_part(history: tf.Tensor, user_rows) -> tf.Tensor:
+    """The item-item blend's part of a user vector: the sum of `user_rows` over the history's
+    distinct items (`trainer/item_item.py`: scale * x_u P).
+
+    Args:
+        history: [batch, max_len] int64, PAD-padded.
+        user_rows: [num_classes, r] float32 array (scale folded in), a constant of the graph.
+
+    Returns:
+        [batch, r] float32.
+    """
+    valid = tf.not_equal(history, encoders.PAD)
+    # A repeated item counts once, as in EASE's 0/1 user rows: keep each item's first slot.
+    same = tf.equal(history[:, :, None], history[:, None, :])
+    length = tf.shape(history)[1]
+    earlier = tf.linalg.band_part(tf.ones([length, length], tf.bool), -1, 0)
+    earlier = tf.logical_and(earlier, tf.logical_not(tf.eye(length, dtype=tf.bool)))
+    repeated = tf.reduce_any(tf.logical_and(same, earlier[None]), axis=2)
+    keep = tf.cast(tf.logical_and(valid, tf.logical_not(repeated)), tf.float32)
+    rows = tf.gather(tf.constant(user_rows, tf.float32), tf.maximum(history, 0))
+    return tf.reduce_sum(rows * keep[:, :, None], axis=1)
+
+
 def model_fn(features, labels, mode, params):
     """Estimator model_fn.
 
@@ -344,11 +371,12 @@ def model_fn(features, labels, mode, params):
             ensemble_size, hidden_units, dropout, encoder, encoder_options, objective,
             tie_embeddings, loss, loss_context (a losses.LossContext), learning_rate,
             decay_steps, lr_decay_floor, l2, user_embedding, user_embedding_dim,
-            recency_feature, and num_users with user_embedding.
+            recency_feature, and num_users with user_embedding; with the item-item blend
+            ITEM_ITEM_USER_ROWS and ITEM_ITEM_ITEM_ROWS (prediction only).
 
     Returns:
         EstimatorSpec; predictions hold `user_vector` [batch, ensemble_size * embedding_dim]
-        (the members' vectors side by side). Training minimises the sum of the members'
+        (the members' vectors side by side, then the item-item part with the blend). Training minimises the sum of the members'
         losses. Evaluation scores items by the sum of the members' logits and reports the exact
         full-softmax loss of each history's next item and the holdout metrics of
         `holdout_metrics` (HR at the blessing K, NDCG@10), ranked as Recall ranks: catalog items
@@ -368,6 +396,10 @@ def model_fn(features, labels, mode, params):
         # The members' vectors side by side: with their kernels side by side (and their biases
         # summed, see export.py) one inner product is the sum of the members' logits.
         user_vector = tf.concat([m.user_vector for m in members], axis=1)
+        if params.get(ITEM_ITEM_USER_ROWS) is not None:
+            user_vector = tf.concat(
+                [user_vector, item_item_part(history, params[ITEM_ITEM_USER_ROWS])], axis=1
+            )
         return tf.estimator.EstimatorSpec(mode, predictions={F.USER_VECTOR: user_vector})
 
     labels = tf.reshape(tf.cast(labels, tf.int64), [-1])

@@ -11,14 +11,16 @@ import logging
 import os
 import time
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 
 from offline_recall.core import model_artifact, records
 from offline_recall.core.config import TrainerParams
 from offline_recall.core.contracts import EARLY_STOPPING_METRICS
-from offline_recall.trainer import export, hparams, inputs, training, warm_start
+from offline_recall.trainer import export, hparams, inputs, item_item, training, warm_start
 from offline_recall.trainer import features as F
+from offline_recall.trainer import model as model_lib
 
 # Refit seeds are offset from the fit's so the refit replays none of its dropout masks.
 REFIT_SEED_OFFSET = 1000
@@ -65,10 +67,10 @@ class _Setup:
     def vocabulary_file(self) -> str:
         return self.transform_output.vocabulary_file_by_name(F.ITEM_VOCAB)
 
-    def export(self, estimator, checkpoint: str, serving_model_dir: str) -> str:
+    def export(self, estimator, checkpoint: str, serving_model_dir: str, params: dict) -> str:
         """Exports the serving model, the item vectors and the warm-start source."""
         model_uri = export.export_model(
-            estimator, checkpoint, serving_model_dir, self.transform_output, self.model_params
+            estimator, checkpoint, serving_model_dir, self.transform_output, params
         )
         warm_start.write_source(checkpoint, model_uri, self.vocabulary_file, self.model_params)
         return model_uri
@@ -92,6 +94,111 @@ class _Setup:
         )
         source = {k: getattr(previous, k) for k in ("run_id", "run_date", "release")}
         return warm, {**facts, "source": source}
+
+
+def _item_item_blend(
+    setup: _Setup,
+    model_params: dict,
+    estimator,
+    checkpoint: str,
+    eval_patterns: list[str],
+    eval_copy: list[str],
+    fit_choice: dict | None = None,
+) -> tuple[dict, dict]:
+    """Fits the item-item model and, if the holdout asks for it, adds it to the params.
+
+    The fit (`fit_choice` None) learns EASE from the holdout users' training items and picks
+    the weight on the holdout (`item_item.choose_weight`); the refit (`fit_choice` the fit's
+    facts) learns it from the same users' every item, held-out one included, and keeps the
+    fit's weight, rescaled to its own model's spread.
+
+    Args:
+        setup: the trainer's setup.
+        model_params: the params the model was trained with.
+        estimator: the trained Estimator; checkpoint: its checkpoint to score.
+        eval_patterns: the whole eval split; eval_copy: the sampled holdout copy.
+        fit_choice: the fit's `item_item` facts, for the refit.
+
+    Returns:
+        (the params to export with, the facts for the train summary).
+    """
+    config = setup.config
+    vocab = model_params["vocab_size"]
+    if fit_choice is not None and not fit_choice.get("weight"):
+        why = fit_choice.get("why_not") or fit_choice.get("why")
+        return model_params, {"used": False, "why_not": f"not in the fit: {why}"}
+    why_not = None
+    if not config.item_item_weights:
+        why_not = "trainer.item_item_weights is empty"
+    elif vocab > config.item_item_max_items:
+        why_not = f"{vocab} items is above trainer.item_item_max_items {config.item_item_max_items}"
+    elif not eval_copy or inputs.count_records(eval_copy) == 0:
+        why_not = "no holdout users"
+    if why_not:
+        return model_params, {"used": False, "why_not": why_not}
+    started = time.time()
+    spec = setup.feature_spec
+    rows = inputs.item_sets(eval_patterns, spec, with_label=fit_choice is not None)
+    user_rows, item_rows = item_item.factors(
+        rows, vocab, config.item_item_l2, config.item_item_rank, config.seed
+    )
+    histories, labels, visited = inputs.read_holdout(eval_copy, spec)
+    predictions = estimator.predict(
+        inputs.eval_input_fn(eval_copy, spec, model_params["num_classes"]),
+        checkpoint_path=checkpoint,
+        yield_single_examples=False,
+    )
+    vectors = np.concatenate([p[F.USER_VECTOR] for p in predictions])
+    kernel, bias = export.read_item_rows(checkpoint, model_params)
+
+    def model_scores():
+        for start in range(0, len(vectors), item_item.BLOCK_USERS):
+            block = vectors[start : start + item_item.BLOCK_USERS]
+            yield block @ kernel[:vocab].T + bias[:vocab]
+
+    facts = {
+        "rank": int(user_rows.shape[1]),
+        "l2": config.item_item_l2,
+        "rows": len(rows),
+        "holdout_users": len(labels),
+    }
+    if fit_choice is None:
+        choice = item_item.choose_weight(
+            model_scores(),
+            item_item.Holdout(histories, labels, item_item.multi_hot(visited, vocab)),
+            user_rows,
+            item_rows,
+            config.item_item_weights,
+        )
+        weight, scale = choice.weight, choice.scale
+        facts.update(
+            why=choice.why,
+            holdout_ndcg10={str(w): v for w, v in choice.ndcg10.items()},
+            gain=choice.gain,
+            gain_se=choice.gain_se,
+        )
+    else:
+        weight = fit_choice["weight"]
+        scale = item_item.scale_for(
+            next(model_scores()),
+            histories[: item_item.BLOCK_USERS],
+            user_rows,
+            item_rows,
+            weight,
+        )
+        facts["why"] = f"the fit's choice, {fit_choice['why']}"
+        facts["holdout_ndcg10"] = fit_choice["holdout_ndcg10"]
+    facts.update(used=weight > 0, weight=weight, scale=round(scale, 6))
+    facts["seconds"] = round(time.time() - started, 2)
+    logging.info("trainer: item-item blend %s", facts)
+    if weight == 0:
+        return model_params, facts
+    padding = np.zeros((model_params["num_classes"] - vocab, user_rows.shape[1]), np.float32)
+    return {
+        **model_params,
+        model_lib.ITEM_ITEM_USER_ROWS: np.concatenate([user_rows * scale, padding]),
+        model_lib.ITEM_ITEM_ITEM_ROWS: np.concatenate([item_rows, padding]),
+    }, facts
 
 
 def _setup(fn_args) -> _Setup:
@@ -176,7 +283,20 @@ def run_fn(fn_args) -> None:
         metric=EARLY_STOPPING_METRICS[config.early_stopping_metric],
         warm_start_from=warm,
     )
-    model_uri = setup.export(result.estimator, result.checkpoint, fn_args.serving_model_dir)
+    export_params, item_item_facts = _item_item_blend(
+        setup,
+        model_params,
+        result.estimator,
+        result.checkpoint,
+        fn_args.eval_files,
+        eval_files if has_holdout else [],
+    )
+    model_uri = setup.export(
+        training.with_params(result.estimator, export_params),
+        result.checkpoint,
+        fn_args.serving_model_dir,
+        export_params,
+    )
     if config.refit_on_holdout:
         export.keep_checkpoint(result.checkpoint, model_uri)
     model_artifact.write_train_summary(
@@ -196,8 +316,9 @@ def run_fn(fn_args) -> None:
             warm_start=warm_facts,
             params=hparams.printable(model_params),
             dropout_rule=dropout_rule,
+            item_item=item_item_facts,
             refit=None,
-            **hparams.vector_notes(model_params),
+            **hparams.vector_notes(export_params),
         ),
     )
     # The sorted copies were only for reproducible batches.
@@ -253,7 +374,24 @@ def refit_run_fn(fn_args) -> None:
         warm_start_from=warm_start,
     )
     checkpoint = estimator.latest_checkpoint()
-    model_uri = setup.export(estimator, checkpoint, fn_args.serving_model_dir)
+    eval_files = setup.copy_split(
+        fn_args.eval_files, "eval", inputs.eval_features(spec), config.eval_max_users
+    )
+    export_params, item_item_facts = _item_item_blend(
+        setup,
+        model_params,
+        estimator,
+        checkpoint,
+        fn_args.eval_files,
+        eval_files,
+        fit_choice=fit_summary.item_item,
+    )
+    model_uri = setup.export(
+        training.with_params(estimator, export_params),
+        checkpoint,
+        fn_args.serving_model_dir,
+        export_params,
+    )
     seconds = time.time() - started
     model_artifact.write_train_summary(
         model_uri,
@@ -269,7 +407,8 @@ def refit_run_fn(fn_args) -> None:
                 seconds=round(seconds, 2),
                 fit_train_seconds=fit_summary.train_seconds,
             ),
-            **hparams.vector_notes(model_params),
+            item_item=item_item_facts,
+            **hparams.vector_notes(export_params),
         ),
     )
     tf.io.gfile.rmtree(setup.data_dir)

@@ -43,6 +43,13 @@ def make_estimator(
     )
 
 
+def with_params(estimator: tf.estimator.Estimator, params: dict) -> tf.estimator.Estimator:
+    """The same model_fn, run config and model_dir with other params (the export's)."""
+    if model_lib.ITEM_ITEM_USER_ROWS not in params:
+        return estimator
+    return tf.estimator.Estimator(model_lib.model_fn, params=params, config=estimator.config)
+
+
 @dataclasses.dataclass
 class EarlyStopping:
     """Keras's stopping rule: a score is better only if it beats the best by more than
