@@ -154,3 +154,16 @@ def test_holdout_readers_return_histories_labels_and_item_sets(tmp_path):
     rows = inputs.item_sets([path], spec, with_label=True)
     assert [r.tolist() for r in rows] == [[5, 4, 6], [2], [1, 2, 3, 7, 0]]
     assert [r.tolist() for r in inputs.item_sets([path], spec, with_label=False)][0] == [5, 4]
+
+
+def test_scale_for_puts_the_weight_in_units_of_the_model_spread():
+    rng = np.random.default_rng(5)
+    histories = rng.integers(0, 30, size=(50, 6))
+    user_rows = rng.normal(size=(30, 4)).astype(np.float32)
+    item_rows = rng.normal(size=(30, 4)).astype(np.float32)
+    model = rng.normal(scale=3.0, size=(50, 30)).astype(np.float32)
+    blend = item_item.history_sums(histories, user_rows) @ item_rows.T
+    expected = 0.2 * model.std(axis=1).mean() / blend.std(axis=1).mean()
+    got = item_item.scale_for(model, histories, user_rows, item_rows, 0.2)
+    assert got == pytest.approx(expected, rel=1e-5)
+    assert item_item.scale_for(model, histories, np.zeros_like(user_rows), item_rows, 0.2) == 0.0

@@ -189,10 +189,10 @@ def choose_weight(
     spreads = None
     for start, scores in zip(range(0, len(holdout.labels), BLOCK_USERS), model_scores, strict=True):
         rows = slice(start, start + len(scores))
-        blend = history_sums(holdout.histories[rows], user_rows) @ item_rows[:vocab].T
+        blend = _blend_scores(holdout.histories[rows], user_rows, item_rows, vocab)
         # The first block's users estimate the spreads: a mean over 1,024 users is steady.
         spreads = spreads or _spreads(scores, blend)
-        ratio = spreads[0] / spreads[1] if spreads[1] > 0 else 0.0
+        ratio = _ratio(*spreads)
         for w in candidates:
             per_user[w].append(
                 ndcg_at_10(
@@ -201,7 +201,6 @@ def choose_weight(
             )
     if spreads is None:
         raise ValueError("choose_weight needs at least one holdout user")
-    m_sd, e_sd = spreads
     per_user = {w: np.concatenate(v) for w, v in per_user.items()}
     best = max(candidates, key=lambda w: (per_user[w].mean(), -w))
     diff = per_user[best] - per_user[0.0]
@@ -219,9 +218,9 @@ def choose_weight(
         why = "no candidate weight beat the model alone on the holdout"
     return Choice(
         weight=best,
-        scale=best * (m_sd / e_sd if e_sd > 0 else 0.0),
-        model_sd=m_sd,
-        item_item_sd=e_sd,
+        scale=best * _ratio(*spreads),
+        model_sd=spreads[0],
+        item_item_sd=spreads[1],
         ndcg10={w: round(float(v.mean()), 5) for w, v in per_user.items()},
         gain=round(gain, 5),
         gain_se=round(se, 5),
@@ -229,9 +228,19 @@ def choose_weight(
     )
 
 
+def _blend_scores(histories: np.ndarray, user_rows, item_rows, vocab: int) -> np.ndarray:
+    """[users, vocab] x_u P Q^T: the item-item part's scores of the catalog (unscaled)."""
+    return history_sums(histories, user_rows) @ item_rows[:vocab].T
+
+
 def _spreads(model_scores: np.ndarray, blend: np.ndarray) -> tuple[float, float]:
     """(model_sd, item_item_sd): the mean over users of each part's spread over the catalog."""
     return float(model_scores.std(axis=1).mean()), float(blend.std(axis=1).mean())
+
+
+def _ratio(model_sd: float, item_item_sd: float) -> float:
+    """model_sd / item_item_sd: the scale of weight 1 (0 when the item-item part is flat)."""
+    return model_sd / item_item_sd if item_item_sd > 0 else 0.0
 
 
 def scale_for(
@@ -245,7 +254,5 @@ def scale_for(
         user_rows: P [>= vocab_size, r]; item_rows: Q [>= vocab_size, r].
         weight: the chosen weight.
     """
-    vocab = model_scores.shape[1]
-    blend = history_sums(histories, user_rows) @ item_rows[:vocab].T
-    m_sd, e_sd = _spreads(model_scores, blend)
-    return weight * m_sd / e_sd if e_sd > 0 else 0.0
+    blend = _blend_scores(histories, user_rows, item_rows, model_scores.shape[1])
+    return weight * _ratio(*_spreads(model_scores, blend))
