@@ -104,6 +104,10 @@ def test_summary_counts_reconcile(first_run, clicks):
     # Refit after blessing: one more epoch over every event, held-out ones included.
     assert trainer["refit"]["epochs"] == 1 and trainer["refit"]["warm_start"]
     assert "refit: the metrics above are the fit's" in first_run["stdout"]
+    # The item-item blend is off by default, and the refit says why in the fit's words.
+    off = {"used": False, "why_not": "trainer.item_item_weights is empty"}
+    assert trainer["item_item"] == off
+    assert "item-item blend: not used: trainer.item_item_weights is empty" in first_run["stdout"]
     sequences = summary["sequences"]
     assert sequences["refit_examples"] >= sequences["train_examples"]
     published = pq.read_table(first_run["out"] / "published" / "item_vectors")

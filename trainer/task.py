@@ -125,8 +125,9 @@ def _item_item_blend(
     config = setup.config
     vocab = model_params["vocab_size"]
     if fit_choice is not None and not fit_choice.get("weight"):
-        why = fit_choice.get("why_not") or fit_choice.get("why")
-        return model_params, {"used": False, "why_not": f"not in the fit: {why}"}
+        # The fit's reason stands: it was off, or its holdout chose the model alone.
+        why = fit_choice.get("why_not") or f"the fit chose weight 0: {fit_choice['why']}"
+        return model_params, {"used": False, "why_not": why}
     why_not = None
     if not config.item_item_weights:
         why_not = "trainer.item_item_weights is empty"
