@@ -375,12 +375,13 @@ def model_fn(features, labels, mode, params):
             ITEM_ITEM_USER_ROWS and ITEM_ITEM_ITEM_ROWS (prediction only).
 
     Returns:
-        EstimatorSpec; predictions hold `user_vector` [batch, ensemble_size * embedding_dim]
-        (the members' vectors side by side, then the item-item part with the blend). Training minimises the sum of the members'
-        losses. Evaluation scores items by the sum of the members' logits and reports the exact
-        full-softmax loss of each history's next item and the holdout metrics of
-        `holdout_metrics` (HR at the blessing K, NDCG@10), ranked as Recall ranks: catalog items
-        only, the user's visited items (`visited_idx` when given) excluded.
+        EstimatorSpec; predictions hold `user_vector` [batch, ensemble_size * embedding_dim
+        (+ r with the item-item blend)]: the members' vectors side by side, then the blend's
+        part. Training minimises the sum of the members' losses. Evaluation scores items by
+        the sum of the members' logits and reports the exact full-softmax loss of each
+        history's next item and the holdout metrics of `holdout_metrics` (HR at the blessing K,
+        NDCG@10), ranked as Recall ranks: catalog items only, the user's visited items
+        (`visited_idx` when given) excluded.
     """
     training = mode == tf.estimator.ModeKeys.TRAIN
     num_classes = params["num_classes"]
