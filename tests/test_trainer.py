@@ -656,3 +656,22 @@ def test_dropout_attention_drops_attention_probabilities_only_when_asked(dropout
 
     assert bool(attention_dropout_ops(tf.estimator.ModeKeys.TRAIN)) == dropout_attention
     assert attention_dropout_ops(tf.estimator.ModeKeys.PREDICT) == []
+
+
+def test_training_and_holdout_inputs_run_without_tf_data_autotune(tmp_path):
+    """Autotune's model thread made closing a training session wait up to a minute
+    (`inputs._without_autotune`); no input stage tunes anything, so it stays off."""
+    from offline_recall.trainer import inputs
+
+    spec = {
+        F.HISTORY_IDX: tf.io.VarLenFeature(tf.int64),
+        F.LABEL_IDX: tf.io.FixedLenFeature([], tf.int64),
+    }
+    files = _write_sequences(tmp_path / "seq.gz", np.random.default_rng(0), 8, 12)
+    train = inputs.train_input_fn(files, spec, 4, 1, 0, 10)()
+    holdout = inputs.eval_input_fn(files, spec, 12)()
+    for ds in (train, holdout):
+        assert ds.options().autotune.enabled is False
+    # ... and they still yield every record.
+    assert sum(int(labels.shape[0]) for _, labels in train) == 8
+    assert sum(int(labels.shape[0]) for _, labels in holdout) == 8
