@@ -59,6 +59,8 @@ def test_sections_are_frozen():
         ({"trainer": {"item_item_weights": [0.0, 0.1]}}, "trainer.item_item_weights"),
         ({"trainer": {"item_item_l2": 0}}, "trainer.item_item_l2"),
         ({"trainer": {"item_item_rank": 0}}, "trainer.item_item_rank"),
+        ({"trainer": {"future_targets": 0}}, "trainer.future_targets"),
+        ({"trainer": {"future_target_weight": 0}}, "trainer.future_target_weight"),
         ({"recall": {"batch_size": 0}}, "recall.batch_size"),
         ({"recall": {"top_n": 20}}, "recall.top_n"),  # shorter than the blessing K
         ({"evaluate": {"ks": [200]}}, "recall.top_n"),  # shorter than a K evaluated

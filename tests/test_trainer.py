@@ -204,6 +204,65 @@ def test_next_values_pair_each_slot_with_what_it_predicts():
     np.testing.assert_allclose(got, [[0.4, 0.5, 0.7], [0.8, 0.8, 0.8], [0.9, 0.9, 0.9]])
 
 
+def test_following_items_give_each_slot_the_sequence_after_it():
+    history = tf.constant([[3, 4, 5], [6, PAD, PAD], [PAD, PAD, PAD]], tf.int64)
+    labels = tf.constant([7, 8, 9], tf.int64)
+    got = model_lib.following_items(history, labels, 3).numpy()
+    # The sequence is the history then the label; PAD past its end.
+    assert got[0].tolist() == [[4, 5, 7], [5, 7, PAD], [7, PAD, PAD]]
+    assert got[1, 0].tolist() == [8, PAD, PAD]
+    # Horizon 1 is what per_position_targets pairs each slot with.
+    nexts = model_lib.next_values(history, history, labels, PAD).numpy()
+    ones = model_lib.following_items(history, labels, 1).numpy()[..., 0]
+    assert ones[0].tolist() == nexts[0].tolist() and ones[1, 0] == nexts[1, 0]
+
+
+def test_window_targets_keep_per_position_rows_and_put_the_label_first_for_empty_rows():
+    history = tf.constant([[3, 4, 5], [6, PAD, PAD], [PAD, PAD, PAD]], tf.int64)
+    labels = tf.constant([7, 8, 9], tf.int64)
+    per_position = tf.reshape(tf.range(9, dtype=tf.float32), [3, 3, 1])
+    user_vector = tf.constant([[100.0], [200.0], [300.0]])
+    vectors, window = model_lib.per_position_window_targets(
+        history, labels, per_position, user_vector, 2
+    )
+    one_vectors, targets = model_lib.per_position_targets(
+        history, labels, per_position, user_vector
+    )
+    assert window.numpy().tolist() == [[4, 5], [5, 7], [7, PAD], [8, PAD], [9, PAD]]
+    assert window.numpy()[:, 0].tolist() == targets.numpy().tolist()
+    assert vectors.numpy().tolist() == one_vectors.numpy().tolist()
+
+
+@pytest.mark.parametrize("loss", ["full_softmax", "sampled_softmax"])
+def test_window_loss_is_the_weighted_sum_of_the_loss_per_target(loss):
+    rng = np.random.default_rng(3)
+    kernel = rng.normal(size=(9, 4)).astype(np.float32)
+    bias = rng.normal(size=9).astype(np.float32)
+    vectors = rng.normal(size=(5, 4)).astype(np.float32)
+    targets = rng.integers(0, 9, size=(5, 3))
+    targets[1, 2] = PAD
+    weights = np.array([[1.0, 0.5, 0.5]] * 5, np.float32)
+    weights[1, 2] = 0.0
+    ctx = losses.LossContext(
+        num_classes=9, num_sampled=4, sampled_values=_fixed_samples([0, 2, 5, 7], 0.5, [0.5] * 4)
+    )
+    fn = getattr(losses, loss)
+    got = losses.window_loss(fn, kernel, bias, targets, weights, vectors, ctx).numpy()
+    # The reference: the loss itself, once per (row, target) of nonzero weight.
+    want = np.zeros(5)
+    for row in range(5):
+        for col in range(3):
+            if weights[row, col] > 0:
+                one = fn(kernel, bias, targets[row, col : col + 1], vectors[row : row + 1], ctx)
+                want[row] += weights[row, col] * one.numpy()[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    if loss == "full_softmax":
+        scores = vectors @ kernel.T + bias
+        log_p = scores - np.log(np.exp(scores).sum(axis=1, keepdims=True))
+        hand = -(weights * np.take_along_axis(log_p, np.maximum(targets, 0), axis=1)).sum(1)
+        np.testing.assert_allclose(got, hand, rtol=1e-5)
+
+
 def test_mean_mlp_extras_reach_the_user_vector_and_stay_causal():
     histories = np.array([[1, 2, 3, 4], [1, 2, 3, 4], [1, 2, 9, 4]], np.int64)
     with tf.Graph().as_default():
@@ -356,7 +415,8 @@ def test_exported_vectors_reproduce_the_model_logits(tmp_path, variant):
             recency_feature=True,
         )
     if variant.startswith("ensemble"):
-        config = dataclasses.replace(config, ensemble_size=2)
+        # Each slot also predicts the two items after its next (the window loss trains them).
+        config = dataclasses.replace(config, ensemble_size=2, future_targets=3)
     params = hparams.build_params(config, num_classes - 1, num_classes, counts, num_users=6)
     params = hparams.with_dropout(params, config.dropout)
     # A repeated history item, which the blend counts once.

@@ -141,6 +141,8 @@ def build_params(
         # Not an encoder option: those fix variable shapes (warm start compares them), and a
         # dropout does not.
         "dropout_attention": config.dropout_attention,
+        "future_targets": config.future_targets,
+        "future_target_weight": config.future_target_weight,
         "objective": config.objective,
         "tie_embeddings": config.tie_embeddings,
         "loss": choose_loss(config, num_classes),

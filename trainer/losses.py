@@ -182,3 +182,35 @@ def in_batch(kernel, bias, labels, vectors, ctx: LossContext) -> tf.Tensor:
     return tf.nn.sparse_softmax_cross_entropy_with_logits(
         labels=tf.zeros_like(labels), logits=all_logits
     )
+
+
+def window_loss(loss, kernel, bias, targets, weights, vectors, ctx: LossContext) -> tf.Tensor:
+    """A weighted sum of `loss` over several targets per row; [n].
+
+    Args:
+        loss: one of this module's losses.
+        kernel: [num_classes, dim]; bias: [num_classes].
+        targets: [n, k] int64 item indices, any value where the weight is 0.
+        weights: [n, k] float32, each (row, target)'s weight (0 = no target there).
+        vectors: [n, dim].
+        ctx: the loss's context.
+
+    Returns:
+        [n]: sum over d of weights[:, d] * loss(row's vector -> targets[:, d]).
+
+    The exact softmax computes a row's logsumexp once for its k targets; any other loss is
+    computed once per (row, target) pair of nonzero weight.
+    """
+    targets = tf.maximum(tf.cast(targets, tf.int64), 0)
+    if loss is full_softmax:
+        target_scores = tf.einsum("nd,nkd->nk", vectors, tf.gather(kernel, targets)) + tf.gather(
+            bias, targets
+        )
+        lse = tf.reduce_logsumexp(logits(kernel, bias, vectors), axis=1, keepdims=True)
+        return tf.reduce_sum(weights * (lse - target_scores), axis=1)
+    pairs = tf.where(weights > 0)  # [m, 2]: (row, target column)
+    rows = pairs[:, 0]
+    per_pair = loss(kernel, bias, tf.gather_nd(targets, pairs), tf.gather(vectors, rows), ctx)
+    return tf.math.unsorted_segment_sum(
+        per_pair * tf.gather_nd(weights, pairs), rows, tf.shape(vectors, out_type=tf.int64)[0]
+    )

@@ -78,15 +78,66 @@ def per_position_targets(
     Returns:
         (vectors [n, dim], targets [n] int64), n = real slots + empty histories in the batch.
     """
+    vectors, window = per_position_window_targets(history, labels, per_position, user_vector, 1)
+    return vectors, window[:, 0]
+
+
+def following_items(history: tf.Tensor, labels: tf.Tensor, horizon: int) -> tf.Tensor:
+    """Per slot, the next `horizon` items of the user's sequence (the history, then the label).
+
+    Args:
+        history: [batch, L] int64, PAD (-1) after the last real item.
+        labels: [batch] int64, the item after the history.
+        horizon: how many following items each slot gets (1 = `next_values`'s items).
+
+    Returns:
+        [batch, L, horizon] int64: slot i's column d is the sequence's item i + 1 + d, PAD where
+        the sequence (which ends at the label) has none.
+    """
+    lengths = tf.reduce_sum(tf.cast(tf.not_equal(history, encoders.PAD), tf.int32), axis=1)
+    batch, width = tf.shape(history)[0], tf.shape(history)[1]
+    padded = tf.concat([history, tf.fill([batch, 1], tf.constant(encoders.PAD, tf.int64))], 1)
+    slots = tf.range(width + 1)[tf.newaxis, :]
+    sequence = tf.where(
+        tf.equal(slots, lengths[:, tf.newaxis]),
+        tf.broadcast_to(labels[:, tf.newaxis], tf.shape(padded)),
+        padded,
+    )  # [batch, L + 1]: the history with the label written after its last item.
+    columns = []
+    for offset in range(1, horizon + 1):
+        tail = tf.fill([batch, offset - 1], tf.constant(encoders.PAD, tf.int64))
+        columns.append(tf.concat([sequence[:, offset:], tail], 1))
+    return tf.stack(columns, axis=2)
+
+
+def per_position_window_targets(
+    history: tf.Tensor,
+    labels: tf.Tensor,
+    per_position: tf.Tensor,
+    user_vector: tf.Tensor,
+    horizon: int,
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """`per_position_targets` with each slot's next `horizon` items instead of the next one.
+
+    Returns:
+        (vectors [n, dim], targets [n, horizon] int64): the real slots in row-major order, then
+        the empty histories' user vectors; column 0 is the next item (the label for the last
+        real slot and for an empty history), later columns PAD past the sequence's end.
+    """
     real = tf.not_equal(history, encoders.PAD)
     lengths = tf.reduce_sum(tf.cast(real, tf.int32), axis=1)
-    targets = next_values(history, history, labels, encoders.PAD)
     where = tf.where(real)
     empty = tf.equal(lengths, 0)
     vectors = tf.concat(
         [tf.gather_nd(per_position, where), tf.boolean_mask(user_vector, empty)], axis=0
     )
-    return vectors, tf.concat([tf.gather_nd(targets, where), tf.boolean_mask(labels, empty)], 0)
+    empty_targets = tf.pad(
+        tf.boolean_mask(labels, empty)[:, tf.newaxis],
+        [[0, 0], [0, horizon - 1]],
+        constant_values=encoders.PAD,
+    )
+    window = tf.gather_nd(following_items(history, labels, horizon), where)
+    return vectors, tf.concat([window, empty_targets], 0)
 
 
 def _dense_like(values, history: tf.Tensor, default) -> tf.Tensor:
@@ -318,15 +369,35 @@ def _member(history: tf.Tensor, extras: dict, params: dict, training: bool) -> _
 
 def _member_loss(member: _Member, history: tf.Tensor, labels: tf.Tensor, params: dict):
     """One member's training loss (scalar): the chosen loss over its targets, plus its l2."""
-    if params["objective"] == options.PER_POSITION:
-        vectors, targets = per_position_targets(
-            history, labels, member.per_position, member.user_vector
+    horizon = params["future_targets"]
+    if params["objective"] == options.PER_POSITION and horizon > 1:
+        vectors, window = per_position_window_targets(
+            history, labels, member.per_position, member.user_vector, horizon
+        )
+        weights = tf.where(
+            tf.equal(window, encoders.PAD),
+            tf.zeros_like(window, tf.float32),
+            tf.constant([1.0] + [params["future_target_weight"]] * (horizon - 1))[tf.newaxis, :],
+        )
+        per_row = losses.window_loss(
+            LOSSES[params["loss"]],
+            member.kernel,
+            member.bias,
+            window,
+            weights,
+            vectors,
+            params["loss_context"],
         )
     else:
-        vectors, targets = member.user_vector, labels
-    per_row = LOSSES[params["loss"]](
-        member.kernel, member.bias, targets, vectors, params["loss_context"]
-    )
+        if params["objective"] == options.PER_POSITION:
+            vectors, targets = per_position_targets(
+                history, labels, member.per_position, member.user_vector
+            )
+        else:
+            vectors, targets = member.user_vector, labels
+        per_row = LOSSES[params["loss"]](
+            member.kernel, member.bias, targets, vectors, params["loss_context"]
+        )
     loss = tf.reduce_mean(per_row)
     if params["l2"] > 0:
         loss += params["l2"] * (
