@@ -376,12 +376,11 @@ class TrainerConfig(Section):
     refit_min_steps: int = 350
     # per_position only: each history slot predicts the next `future_targets` items of the
     # user's sequence, the first with weight 1 and each later one with `future_target_weight`
-    # (1 = the next item only). Off by default: 3 items at 0.5 on MovieLens-100K's validation
-    # target (bench/quality.py, paired, 3 seeds) HR@50 +0.0106 +- 0.0057, NDCG@10 -0.0018 +-
-    # 0.0035, but on its test target NDCG@10 -0.0088 +- 0.0031, HR@10 -0.0106 +- 0.0057; on
-    # Amazon Beauty's validation target NDCG@10 fell from 0.0652 to 0.0525.
-    future_targets: int = 1
-    future_target_weight: float = 0.5
+    # (1 = the next item only); or "auto" = 5 on a log of long histories and 1 on a sparse log,
+    # whose training examples hold fewer than 20 history items on average
+    # (`trainer/hparams.choose_future_targets`, which gives the measurements).
+    future_targets: int | Auto = options.AUTO
+    future_target_weight: float = 0.3
     # self_attention only. One block against two (two members each), on the validation target
     # (bench/quality.py, paired): MovieLens-100K NDCG@10 +0.0012 +- 0.0029 (3 seeds), Amazon
     # Beauty +0.0013 +- 0.0007, HR@10 +0.008 and +0.003; and a quarter less training per epoch.
@@ -423,7 +422,6 @@ class TrainerConfig(Section):
             "num_heads",
             "item_item_rank",
             "item_item_max_items",
-            "future_targets",
         )
         _require(
             all(w > 0 for w in self.item_item_weights),
@@ -432,7 +430,7 @@ class TrainerConfig(Section):
             list(self.item_item_weights),
         )
         _require(self.item_item_l2 > 0, self.key("item_item_l2"), "must be > 0", self.item_item_l2)
-        for name in ("epochs", "refit_epochs"):
+        for name in ("epochs", "refit_epochs", "future_targets"):
             value = getattr(self, name)
             _require(
                 value == options.AUTO or value >= 1,

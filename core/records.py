@@ -455,6 +455,8 @@ class TrainSummary(Record):
     params: dict[str, Any]
     # How the dropout rate (in `params`) was chosen (`trainer/hparams.choose_dropout`).
     dropout_rule: str
+    # How `params`' future_targets was chosen (`trainer/hparams.choose_future_targets`).
+    future_targets_rule: str
     # The item-item blend (`trainer/item_item.py`): a mapping, its keys follow what happened
     # ({used: false, why_not} or {used, weight, why, scale, rank, l2, rows, holdout_ndcg10,
     # seconds}; the refit's says which weight the fit chose).

@@ -112,8 +112,10 @@ def test_day3_starts_from_day2s_rows_by_item_id(days):
 
     config = config_lib.load(days["config"])
     num_classes = len(new_keys) + config.transform.num_oov_buckets
-    params = hparams.with_dropout(
-        hparams.build_params(config.trainer, len(new_keys), num_classes, np.ones(num_classes)), 0.0
+    params = hparams.with_data_rules(
+        hparams.build_params(config.trainer, len(new_keys), num_classes, np.ones(num_classes)),
+        dropout=0.0,
+        future_targets=1,
     )
     warm, facts = warm_start.settings(before, new_vocab, len(new_keys), params)
     assert facts["items_carried"] == len(new_keys) - len(new)

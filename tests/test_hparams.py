@@ -52,6 +52,27 @@ def test_auto_dropout_rises_on_sparse_logs(dropout, mean_history, rate):
     assert (f"{mean_history:.1f} history items" in why) == (dropout == "auto")
 
 
+@pytest.mark.parametrize(
+    "future_targets, mean_history, chosen",
+    [
+        ("auto", 5.9, hparams.AUTO_FUTURE_TARGETS_SPARSE),  # Amazon Beauty
+        ("auto", 19.99, hparams.AUTO_FUTURE_TARGETS_SPARSE),
+        ("auto", 20.0, hparams.AUTO_FUTURE_TARGETS_DENSE),
+        ("auto", 40.0, hparams.AUTO_FUTURE_TARGETS_DENSE),  # MovieLens-100K
+        (2, 5.9, 2),  # a number is taken as it is
+    ],
+)
+def test_auto_future_targets_look_further_only_on_long_histories(
+    future_targets, mean_history, chosen
+):
+    got, why = hparams.choose_future_targets(
+        dataclasses.replace(DEFAULTS, future_targets=future_targets), mean_history
+    )
+    assert got == chosen
+    assert (f"{mean_history:.1f} history items" in why) == (future_targets == "auto")
+    assert hparams.AUTO_FUTURE_TARGETS_SPARSE == 1 < hparams.AUTO_FUTURE_TARGETS_DENSE
+
+
 def test_history_stats_count_examples_and_history_items(tmp_path):
     path = str(tmp_path / "train.gz")
     with tf.io.TFRecordWriter(path, options="GZIP") as writer:
@@ -90,7 +111,9 @@ def test_params_come_from_the_config_alone():
     counts = [3.0, 2.0, 1.0]
     params = hparams.build_params(DEFAULTS, 2, 3, counts)
     assert "dropout" not in params and params["encoder"] == "self_attention"
-    assert hparams.with_dropout(params, 0.25)["dropout"] == 0.25
+    chosen = hparams.with_data_rules(params, dropout=0.25, future_targets=3)
+    assert chosen["dropout"] == 0.25 and chosen["future_targets"] == 3
+    assert "dropout" not in params and "future_targets" not in params
     assert params["loss_context"].num_sampled == DEFAULTS.num_sampled
     assert params["learning_rate"] == DEFAULTS.learning_rate and params["decay_steps"] == 0
     assert params["encoder_options"] == {"num_blocks": DEFAULTS.num_blocks, "num_heads": 1}

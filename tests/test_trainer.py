@@ -405,6 +405,7 @@ def test_exported_vectors_reproduce_the_model_logits(tmp_path, variant):
         num_sampled=5,
         learning_rate=0.01,
         seed=1,
+        future_targets=1,
     )
     if variant == "mean_mlp_extras":
         config = dataclasses.replace(
@@ -418,7 +419,9 @@ def test_exported_vectors_reproduce_the_model_logits(tmp_path, variant):
         # Each slot also predicts the two items after its next (the window loss trains them).
         config = dataclasses.replace(config, ensemble_size=2, future_targets=3)
     params = hparams.build_params(config, num_classes - 1, num_classes, counts, num_users=6)
-    params = hparams.with_dropout(params, config.dropout)
+    params = hparams.with_data_rules(
+        params, dropout=config.dropout, future_targets=config.future_targets
+    )
     # A repeated history item, which the blend counts once.
     histories[1, :3] = [4, 7, 4]
     user_rows = rng.normal(size=(num_classes, 3)).astype(np.float32)
@@ -629,8 +632,10 @@ def tiny_fit(tmp_path):
     eval_files = _write_sequences(tmp_path / "eval.gz", rng, 40, num_classes)
     config = TrainerConfig(embedding_dim=8, num_heads=1, learning_rate=0.01, seed=5)
     counts = np.ones(num_classes, np.float64)
-    params = hparams.with_dropout(
-        hparams.build_params(config, num_classes - 1, num_classes, counts, None), 0.1
+    params = hparams.with_data_rules(
+        hparams.build_params(config, num_classes - 1, num_classes, counts, None),
+        dropout=0.1,
+        future_targets=1,
     )
 
     def train_input(epochs, seed):
@@ -699,8 +704,10 @@ def test_fit_stops_at_the_first_scoring_past_max_train_seconds(tiny_fit):
 def test_dropout_attention_drops_attention_probabilities_only_when_asked(dropout_attention):
     """The attention layer gets the dropout rate (SASRec's) or none; serving never drops."""
     config = TrainerConfig(embedding_dim=8, dropout_attention=dropout_attention)
-    params = hparams.with_dropout(
-        hparams.build_params(config, 11, 12, np.ones(12, np.float64), None), 0.3
+    params = hparams.with_data_rules(
+        hparams.build_params(config, 11, 12, np.ones(12, np.float64), None),
+        dropout=0.3,
+        future_targets=1,
     )
 
     def attention_dropout_ops(mode):

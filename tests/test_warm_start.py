@@ -24,7 +24,7 @@ def _params(vocab_size: int, config: TrainerConfig | None = None) -> dict:
     config = config or TrainerConfig(embedding_dim=DIM, num_blocks=1, loss="full_softmax")
     num_classes = vocab_size + OOV
     params = hparams.build_params(config, vocab_size, num_classes, np.ones(num_classes))
-    return hparams.with_dropout(params, 0.0)
+    return hparams.with_data_rules(params, dropout=0.0, future_targets=1)
 
 
 def _write_vocab(path, keys: list[str]) -> str:

@@ -253,8 +253,13 @@ def run_fn(fn_args) -> None:
     max_epochs = hparams.choose_epochs(config, positions)
     dropout, dropout_rule = hparams.choose_dropout(config, stats.mean_history)
     logging.info("trainer: dropout %s (%s)", dropout, dropout_rule)
+    future_targets, future_targets_rule = hparams.choose_future_targets(config, stats.mean_history)
+    logging.info("trainer: future_targets %s (%s)", future_targets, future_targets_rule)
     setup = dataclasses.replace(
-        setup, model_params=hparams.with_dropout(setup.model_params, dropout)
+        setup,
+        model_params=hparams.with_data_rules(
+            setup.model_params, dropout=dropout, future_targets=future_targets
+        ),
     )
     model_params = hparams.with_lr_decay(
         setup.model_params, config, max_epochs, setup.batches_per_epoch(stats.examples)
@@ -317,6 +322,7 @@ def run_fn(fn_args) -> None:
             warm_start=warm_facts,
             params=hparams.printable(model_params),
             dropout_rule=dropout_rule,
+            future_targets_rule=future_targets_rule,
             item_item=item_item_facts,
             refit=None,
             **hparams.vector_notes(export_params),
@@ -350,9 +356,14 @@ def refit_run_fn(fn_args) -> None:
         config, fit_summary.best_epochs, setup.batches_per_epoch(stats.examples)
     )
     logging.info("refit: %d epochs (%s)", epochs, epochs_rule)
-    # The fit's rate, not one chosen anew: the refit's data holds one event more per user.
+    # The fit's choices, not ones made anew: the refit's data holds one event more per user.
     setup = dataclasses.replace(
-        setup, model_params=hparams.with_dropout(setup.model_params, fit_summary.params["dropout"])
+        setup,
+        model_params=hparams.with_data_rules(
+            setup.model_params,
+            dropout=fit_summary.params["dropout"],
+            future_targets=fit_summary.params["future_targets"],
+        ),
     )
     model_params = setup.model_params
     warm_start = None
