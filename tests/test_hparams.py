@@ -34,42 +34,28 @@ def test_auto_epochs_scale_with_the_training_targets():
 
 
 @pytest.mark.parametrize(
-    "dropout, mean_history, rate",
+    "name, value, mean_history, chosen",
     [
-        ("auto", 5.9, hparams.AUTO_DROPOUT_SPARSE),  # Amazon Beauty
-        ("auto", 19.99, hparams.AUTO_DROPOUT_SPARSE),
-        ("auto", 20.0, hparams.AUTO_DROPOUT_DENSE),
-        ("auto", 40.0, hparams.AUTO_DROPOUT_DENSE),  # MovieLens-100K
-        (0.1, 5.9, 0.1),  # a number is taken as it is
-        (0.0, 38.0, 0.0),
+        ("dropout", "auto", 5.9, hparams.AUTO_DROPOUT_SPARSE),  # Amazon Beauty
+        ("dropout", "auto", 19.99, hparams.AUTO_DROPOUT_SPARSE),
+        ("dropout", "auto", 20.0, hparams.AUTO_DROPOUT_DENSE),
+        ("dropout", "auto", 40.0, hparams.AUTO_DROPOUT_DENSE),  # MovieLens-100K
+        ("dropout", 0.1, 5.9, 0.1),  # a number is taken as it is
+        ("dropout", 0.0, 38.0, 0.0),
+        ("future_targets", "auto", 5.9, hparams.AUTO_FUTURE_TARGETS_SPARSE),
+        ("future_targets", "auto", 19.99, hparams.AUTO_FUTURE_TARGETS_SPARSE),
+        ("future_targets", "auto", 20.0, hparams.AUTO_FUTURE_TARGETS_DENSE),
+        ("future_targets", "auto", 40.0, hparams.AUTO_FUTURE_TARGETS_DENSE),
+        ("future_targets", 2, 5.9, 2),
     ],
 )
-def test_auto_dropout_rises_on_sparse_logs(dropout, mean_history, rate):
-    chosen, why = hparams.choose_dropout(
-        dataclasses.replace(DEFAULTS, dropout=dropout), mean_history
-    )
-    assert chosen == rate
-    assert (f"{mean_history:.1f} history items" in why) == (dropout == "auto")
-
-
-@pytest.mark.parametrize(
-    "future_targets, mean_history, chosen",
-    [
-        ("auto", 5.9, hparams.AUTO_FUTURE_TARGETS_SPARSE),  # Amazon Beauty
-        ("auto", 19.99, hparams.AUTO_FUTURE_TARGETS_SPARSE),
-        ("auto", 20.0, hparams.AUTO_FUTURE_TARGETS_DENSE),
-        ("auto", 40.0, hparams.AUTO_FUTURE_TARGETS_DENSE),  # MovieLens-100K
-        (2, 5.9, 2),  # a number is taken as it is
-    ],
-)
-def test_auto_future_targets_look_further_only_on_long_histories(
-    future_targets, mean_history, chosen
-):
-    got, why = hparams.choose_future_targets(
-        dataclasses.replace(DEFAULTS, future_targets=future_targets), mean_history
-    )
+def test_sparsity_rules_choose_by_history_length(name, value, mean_history, chosen):
+    """dropout rises and future targets fall back to the next item alone on sparse logs."""
+    choose = {"dropout": hparams.choose_dropout, "future_targets": hparams.choose_future_targets}
+    got, why = choose[name](dataclasses.replace(DEFAULTS, **{name: value}), mean_history)
     assert got == chosen
-    assert (f"{mean_history:.1f} history items" in why) == (future_targets == "auto")
+    assert (f"{mean_history:.1f} history items" in why) == (value == "auto")
+    assert hparams.AUTO_DROPOUT_SPARSE > hparams.AUTO_DROPOUT_DENSE
     assert hparams.AUTO_FUTURE_TARGETS_SPARSE == 1 < hparams.AUTO_FUTURE_TARGETS_DENSE
 
 

@@ -57,28 +57,28 @@ def choose_dropout(config: TrainerConfig, mean_history: float) -> tuple[float, s
         config: the `trainer` section.
         mean_history: history items per training example (`inputs.HistoryStats`).
     """
-    if config.dropout != options.AUTO:
-        return config.dropout, f"trainer.dropout is {config.dropout}"
-    return _by_sparsity(mean_history, AUTO_DROPOUT_SPARSE, AUTO_DROPOUT_DENSE)
+    return _by_sparsity(config, "dropout", mean_history, AUTO_DROPOUT_SPARSE, AUTO_DROPOUT_DENSE)
 
 
 def choose_future_targets(config: TrainerConfig, mean_history: float) -> tuple[int, str]:
-    """`future_targets`, or for "auto" the number for the log's sparsity; and why.
+    """`future_targets`, or for "auto" the number for the log's sparsity; and why."""
+    return _by_sparsity(
+        config,
+        "future_targets",
+        mean_history,
+        AUTO_FUTURE_TARGETS_SPARSE,
+        AUTO_FUTURE_TARGETS_DENSE,
+    )
 
-    Args:
-        config: the `trainer` section.
-        mean_history: history items per training example (`inputs.HistoryStats`).
-    """
-    if config.future_targets != options.AUTO:
-        return config.future_targets, f"trainer.future_targets is {config.future_targets}"
-    return _by_sparsity(mean_history, AUTO_FUTURE_TARGETS_SPARSE, AUTO_FUTURE_TARGETS_DENSE)
 
-
-def _by_sparsity(mean_history: float, sparse_value, dense_value) -> tuple:
-    """(sparse_value or dense_value, why) by the log's history items per training example."""
-    sparse = mean_history < SPARSE_BELOW
-    value = sparse_value if sparse else dense_value
-    relation = "below" if sparse else "at least"
+def _by_sparsity(config: TrainerConfig, name: str, mean_history: float, sparse, dense) -> tuple:
+    """(the option's value, why): as configured, or for "auto" `sparse` below SPARSE_BELOW
+    history items per training example and `dense` from there on."""
+    value = getattr(config, name)
+    if value != options.AUTO:
+        return value, f"trainer.{name} is {value}"
+    value = sparse if mean_history < SPARSE_BELOW else dense
+    relation = "below" if mean_history < SPARSE_BELOW else "at least"
     return value, (
         f"auto: {mean_history:.1f} history items per training example, {relation} "
         f"{SPARSE_BELOW}, so {value}"
