@@ -215,6 +215,12 @@ def test_following_items_give_each_slot_the_sequence_after_it():
     nexts = model_lib.next_values(history, history, labels, PAD).numpy()
     ones = model_lib.following_items(history, labels, 1).numpy()[..., 0]
     assert ones[0].tolist() == nexts[0].tolist() and ones[1, 0] == nexts[1, 0]
+    # A batch whose histories are all shorter than the horizon (a short last batch) keeps L slots.
+    short = model_lib.following_items(history[1:, :1], labels[1:], 5).numpy()
+    # (An empty history's slot is no real slot: per_position_window_targets gives it the label.)
+    assert short.tolist() == [[[8, PAD, PAD, PAD, PAD]], [[PAD, PAD, PAD, PAD, PAD]]]
+    longer = model_lib.following_items(history, labels, 6).numpy()
+    assert longer[0, 0].tolist() == [4, 5, 7, PAD, PAD, PAD]
 
 
 def test_window_targets_keep_per_position_rows_and_put_the_label_first_for_empty_rows():

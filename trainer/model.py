@@ -96,17 +96,16 @@ def following_items(history: tf.Tensor, labels: tf.Tensor, horizon: int) -> tf.T
     """
     lengths = tf.reduce_sum(tf.cast(tf.not_equal(history, encoders.PAD), tf.int32), axis=1)
     batch, width = tf.shape(history)[0], tf.shape(history)[1]
-    padded = tf.concat([history, tf.fill([batch, 1], tf.constant(encoders.PAD, tf.int64))], 1)
-    slots = tf.range(width + 1)[tf.newaxis, :]
+    # `horizon` PADs after the history, so every column's slice is L wide, even where a batch's
+    # histories are all shorter than the horizon.
+    padded = tf.concat([history, tf.fill([batch, horizon], tf.constant(encoders.PAD, tf.int64))], 1)
+    slots = tf.range(width + horizon)[tf.newaxis, :]
     sequence = tf.where(
         tf.equal(slots, lengths[:, tf.newaxis]),
         tf.broadcast_to(labels[:, tf.newaxis], tf.shape(padded)),
         padded,
-    )  # [batch, L + 1]: the history with the label written after its last item.
-    columns = []
-    for offset in range(1, horizon + 1):
-        tail = tf.fill([batch, offset - 1], tf.constant(encoders.PAD, tf.int64))
-        columns.append(tf.concat([sequence[:, offset:], tail], 1))
+    )  # [batch, L + horizon]: the history with the label written after its last item.
+    columns = [sequence[:, offset : offset + width] for offset in range(1, horizon + 1)]
     return tf.stack(columns, axis=2)
 
 
