@@ -335,7 +335,8 @@ class TrainerConfig(Section):
     # synthetic week too: HR@50 0.4432 -> 0.4453). On the 100k-event scale log (sampled
     # softmax) HR@50 0.5879 against 0.5896, NDCG@10 0.1724 against 0.1699.
     optimizer: Optimizer = "lazy_adam"
-    # Decay the learning rate linearly to learning_rate * lr_decay_floor over `epochs`.
+    # Decay the fit's learning rate linearly to learning_rate * lr_decay_floor over `epochs`
+    # (and a warm refit's over its steps where `refit_lr_decay` says so).
     lr_decay: bool = False
     lr_decay_floor: float = 0.1
     # Dropout rate on embeddings, attention and feed-forward outputs (self_attention) or after
@@ -367,6 +368,11 @@ class TrainerConfig(Section):
     # epochs would be fewer than refit_min_steps optimizer steps; from scratch: the fit's best
     # epoch count.
     refit_epochs: int | Auto = options.AUTO
+    # A warm refit's learning rate: true = decays linearly from learning_rate to learning_rate
+    # * lr_decay_floor over the refit's steps, false = constant; or "auto" = true on a sparse
+    # log, whose refit split holds fewer than 20 history items per training example on average
+    # (`trainer/hparams.choose_refit_lr_decay`, which gives the measurements).
+    refit_lr_decay: bool | Auto = options.AUTO
     # A warm refit moves the weights toward each user's newest event step by step, so it needs
     # steps, not epochs: MovieLens-100K's 5 refit epochs were 185 steps (Amazon Beauty's 1,760).
     # 10 epochs there, on the validation target (bench/quality.py, paired, 3 seeds): NDCG@10

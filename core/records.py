@@ -425,6 +425,10 @@ class RefitFacts(Record):
     global_step: int
     seconds: float
     fit_train_seconds: float
+    # Whether the learning rate decayed over the refit, and which setting or rule chose that
+    # (`trainer/hparams.choose_refit_lr_decay`).
+    lr_decay: bool
+    lr_decay_rule: str
 
 
 @dataclasses.dataclass(frozen=True)

@@ -226,7 +226,9 @@ def make_train_summary(refit: bool = False):
         ensemble_size=1,
         item_vector="softmax kernel row with the softmax bias appended",
         user_vector="user_vector with a constant 1 appended",
-        refit=records.RefitFacts(True, 1, "refit_epochs", 120, 50, 0.5, 3.25) if refit else None,
+        refit=records.RefitFacts(True, 1, "refit_epochs", 120, 50, 0.5, 3.25, False, "x")
+        if refit
+        else None,
     )
 
 

@@ -135,7 +135,11 @@ def test_evaluate_scores_the_eval_recalls_and_blesses(dag):
 def test_the_refit_model_is_the_one_served_and_published(dag):
     produced, _, _ = dag
     refit = artifact_utils.get_single_uri(produced["Refit"][C.MODEL_KEY])
-    assert model_artifact.read_train_summary(refit).refit is not None
+    facts = model_artifact.read_train_summary(refit).refit
+    assert facts is not None
+    # `refit_lr_decay: auto` says what it chose from the refit split, and why.
+    assert facts.lr_decay_rule.startswith("auto: ")
+    assert facts.lr_decay_rule.endswith("so true" if facts.lr_decay else "so false")
     assert model_artifact.has_serving_model(refit)
     served = artifact_utils.get_single_instance(produced["Compare"][C.COMPARISON_KEY])
     assert served.uri  # Compare ran on the refit model's recalls

@@ -1,6 +1,7 @@
 """From the trainer config to the model's params: auto loss, auto epochs, refit epochs, buckets."""
 
 import dataclasses
+import json
 
 import pytest
 import tensorflow as tf
@@ -47,14 +48,28 @@ def test_auto_epochs_scale_with_the_training_targets():
         ("future_targets", "auto", 20.0, hparams.AUTO_FUTURE_TARGETS_DENSE),
         ("future_targets", "auto", 40.0, hparams.AUTO_FUTURE_TARGETS_DENSE),
         ("future_targets", 2, 5.9, 2),
+        ("refit_lr_decay", "auto", 5.9, True),
+        ("refit_lr_decay", "auto", 19.99, True),
+        ("refit_lr_decay", "auto", 20.0, False),
+        ("refit_lr_decay", "auto", 40.0, False),
+        ("refit_lr_decay", True, 40.0, True),
+        ("refit_lr_decay", False, 5.9, False),
     ],
 )
 def test_sparsity_rules_choose_by_history_length(name, value, mean_history, chosen):
-    """dropout rises and future targets fall back to the next item alone on sparse logs."""
-    choose = {"dropout": hparams.choose_dropout, "future_targets": hparams.choose_future_targets}
+    """dropout rises, future targets fall back to the next item alone and a warm refit's
+    learning rate decays on sparse logs."""
+    choose = {
+        "dropout": hparams.choose_dropout,
+        "future_targets": hparams.choose_future_targets,
+        "refit_lr_decay": hparams.choose_refit_lr_decay,
+    }
     got, why = choose[name](dataclasses.replace(DEFAULTS, **{name: value}), mean_history)
     assert got == chosen
     assert (f"{mean_history:.1f} history items" in why) == (value == "auto")
+    assert (
+        why.endswith(f"so {json.dumps(chosen)}") or why == f"trainer.{name} is {json.dumps(value)}"
+    )
     assert hparams.AUTO_DROPOUT_SPARSE > hparams.AUTO_DROPOUT_DENSE
     assert hparams.AUTO_FUTURE_TARGETS_SPARSE == 1 < hparams.AUTO_FUTURE_TARGETS_DENSE
 
@@ -103,6 +118,7 @@ def test_params_come_from_the_config_alone():
     assert params["loss_context"].num_sampled == DEFAULTS.num_sampled
     assert params["learning_rate"] == DEFAULTS.learning_rate and params["decay_steps"] == 0
     assert params["encoder_options"] == {"num_blocks": DEFAULTS.num_blocks, "num_heads": 1}
-    decayed = hparams.with_lr_decay(params, dataclasses.replace(DEFAULTS, lr_decay=True), 4, 10)
-    assert decayed["decay_steps"] == 40 and params["decay_steps"] == 0
-    assert hparams.with_lr_decay(params, DEFAULTS, 4, 10) is params
+    decayed = hparams.with_lr_decay(params, True, 4, 10, start_step=7)
+    assert decayed["decay_steps"] == 40 and decayed["decay_start_step"] == 7
+    assert params["decay_steps"] == 0 and params["decay_start_step"] == 0
+    assert hparams.with_lr_decay(params, False, 4, 10) is params

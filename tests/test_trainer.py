@@ -525,12 +525,35 @@ def test_learning_rate_decays_linearly_to_the_floor():
     with tf.Graph().as_default():
         step = tf.compat.v1.train.get_or_create_global_step()
         lr = model_lib.learning_rate(
-            {"learning_rate": 0.01, "decay_steps": 100, "lr_decay_floor": 0.1}
+            {
+                "learning_rate": 0.01,
+                "decay_steps": 100,
+                "decay_start_step": 0,
+                "lr_decay_floor": 0.1,
+            }
         )
         with tf.compat.v1.Session() as sess:
             sess.run(tf.compat.v1.global_variables_initializer())
             got = [sess.run(lr)]
             for value in (50, 100, 150):
+                sess.run(step.assign(value))
+                got.append(sess.run(lr))
+    assert got == pytest.approx([0.01, 0.0055, 0.001, 0.001])
+    # A warm refit's decay counts from the step it resumed at.
+    with tf.Graph().as_default():
+        step = tf.compat.v1.train.get_or_create_global_step()
+        lr = model_lib.learning_rate(
+            {
+                "learning_rate": 0.01,
+                "decay_steps": 100,
+                "decay_start_step": 1000,
+                "lr_decay_floor": 0.1,
+            }
+        )
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            got = []
+            for value in (1000, 1050, 1100, 1200):
                 sess.run(step.assign(value))
                 got.append(sess.run(lr))
     assert got == pytest.approx([0.01, 0.0055, 0.001, 0.001])

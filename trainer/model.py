@@ -190,14 +190,16 @@ def history_mask(history: tf.Tensor, num_classes: int) -> tf.Tensor:
 
 
 def learning_rate(params: dict):
-    """Constant, or decayed linearly to `learning_rate * lr_decay_floor` over `decay_steps`."""
+    """Constant, or decayed linearly to `learning_rate * lr_decay_floor` over `decay_steps`
+    global steps from `decay_start_step` (a warm refit resumes the fit's global step)."""
     base = params["learning_rate"]
     steps = params["decay_steps"]
     if steps <= 0:
         return base
+    start = params["decay_start_step"]
     return tf.compat.v1.train.polynomial_decay(
         base,
-        tf.compat.v1.train.get_global_step(),
+        tf.maximum(tf.compat.v1.train.get_global_step() - start, 0),
         steps,
         end_learning_rate=base * params["lr_decay_floor"],
     )

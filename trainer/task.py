@@ -262,7 +262,7 @@ def run_fn(fn_args) -> None:
         ),
     )
     model_params = hparams.with_lr_decay(
-        setup.model_params, config, max_epochs, setup.batches_per_epoch(stats.examples)
+        setup.model_params, config.lr_decay, max_epochs, setup.batches_per_epoch(stats.examples)
     )
     # No user may have enough events for a holdout; then there is nothing to stop on.
     holdout_users = inputs.count_records(eval_files)
@@ -367,15 +367,25 @@ def refit_run_fn(fn_args) -> None:
     )
     model_params = setup.model_params
     warm_start = None
+    batches = setup.batches_per_epoch(stats.examples)
     if config.refit_warm_start:
+        lr_decay, lr_decay_rule = hparams.choose_refit_lr_decay(config, stats.mean_history)
+        kept = model_artifact.kept_checkpoint(base_uri)
         warm_start = tf.estimator.WarmStartSettings(
-            ckpt_to_initialize_from=model_artifact.kept_checkpoint(base_uri),
-            vars_to_warm_start=[".*"],
+            ckpt_to_initialize_from=kept, vars_to_warm_start=[".*"]
+        )
+        # The global step is warm-started too: the decay counts from the fit's.
+        model_params = hparams.with_lr_decay(
+            model_params,
+            lr_decay,
+            epochs,
+            batches,
+            start_step=int(tf.train.load_variable(kept, "global_step")),
         )
     else:
-        model_params = hparams.with_lr_decay(
-            model_params, config, epochs, setup.batches_per_epoch(stats.examples)
-        )
+        lr_decay, lr_decay_rule = config.lr_decay, "trainer.lr_decay (a refit from scratch)"
+        model_params = hparams.with_lr_decay(model_params, lr_decay, epochs, batches)
+    logging.info("refit: learning-rate decay %s (%s)", lr_decay, lr_decay_rule)
     started = time.time()
     estimator = training.train_once(
         fn_args.model_run_dir,
@@ -418,6 +428,8 @@ def refit_run_fn(fn_args) -> None:
                 global_step=int(tf.train.load_variable(checkpoint, "global_step")),
                 seconds=round(seconds, 2),
                 fit_train_seconds=fit_summary.train_seconds,
+                lr_decay=lr_decay,
+                lr_decay_rule=lr_decay_rule,
             ),
             item_item=item_item_facts,
             **hparams.vector_notes(export_params),
