@@ -521,39 +521,26 @@ def test_exported_vectors_reproduce_the_model_logits(tmp_path, variant):
     assert os.path.isdir(exported)
 
 
-def test_learning_rate_decays_linearly_to_the_floor():
+@pytest.mark.parametrize(
+    "start, steps",
+    [(0, (0, 50, 100, 150)), (1000, (1000, 1050, 1100, 1200))],  # a warm refit resumes at 1000
+)
+def test_learning_rate_decays_linearly_to_the_floor(start, steps):
+    """From `decay_start_step`, linearly to the floor over `decay_steps`, then flat."""
     with tf.Graph().as_default():
         step = tf.compat.v1.train.get_or_create_global_step()
         lr = model_lib.learning_rate(
             {
                 "learning_rate": 0.01,
                 "decay_steps": 100,
-                "decay_start_step": 0,
-                "lr_decay_floor": 0.1,
-            }
-        )
-        with tf.compat.v1.Session() as sess:
-            sess.run(tf.compat.v1.global_variables_initializer())
-            got = [sess.run(lr)]
-            for value in (50, 100, 150):
-                sess.run(step.assign(value))
-                got.append(sess.run(lr))
-    assert got == pytest.approx([0.01, 0.0055, 0.001, 0.001])
-    # A warm refit's decay counts from the step it resumed at.
-    with tf.Graph().as_default():
-        step = tf.compat.v1.train.get_or_create_global_step()
-        lr = model_lib.learning_rate(
-            {
-                "learning_rate": 0.01,
-                "decay_steps": 100,
-                "decay_start_step": 1000,
+                "decay_start_step": start,
                 "lr_decay_floor": 0.1,
             }
         )
         with tf.compat.v1.Session() as sess:
             sess.run(tf.compat.v1.global_variables_initializer())
             got = []
-            for value in (1000, 1050, 1100, 1200):
+            for value in steps:
                 sess.run(step.assign(value))
                 got.append(sess.run(lr))
     assert got == pytest.approx([0.01, 0.0055, 0.001, 0.001])
