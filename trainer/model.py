@@ -440,10 +440,11 @@ def model_fn(features, labels, mode, params):
         labels: [batch] int64 target item indices (None when predicting).
         mode: a tf.estimator.ModeKeys.
         params: what `hparams.build_params` builds: num_classes, vocab_size, embedding_dim,
-            ensemble_size, hidden_units, dropout, encoder, encoder_options, objective,
-            tie_embeddings, loss, loss_context (a losses.LossContext), learning_rate,
-            decay_steps, lr_decay_floor, l2, user_embedding, user_embedding_dim,
-            recency_feature, and num_users with user_embedding; with the item-item blend
+            ensemble_size, hidden_units, dropout, dropout_attention, future_targets,
+            future_target_weight, encoder, encoder_options, objective, tie_embeddings, loss,
+            loss_context (a losses.LossContext), learning_rate, decay_steps, decay_start_step,
+            lr_decay_floor, l2, user_embedding, user_embedding_dim, recency_feature, and
+            num_users with user_embedding; with the item-item blend
             ITEM_ITEM_USER_ROWS and ITEM_ITEM_ITEM_ROWS (prediction only).
 
     Returns:
